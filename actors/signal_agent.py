@@ -1,0 +1,76 @@
+"""The one generic signal-agent actor: any registered strategy, fed the bars it has seen so far."""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+from firm.batches import Bars, SignalBatch
+from strategies import registry
+from strategies.base import Panel
+
+_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+class _History:
+    """Append-only bar history with amortised O(1) appends."""
+
+    def __init__(self, symbols: tuple[str, ...], capacity: int = 1024):
+        self.symbols = symbols
+        self.n = 0
+        self.ts = np.empty(capacity, dtype=np.int64)
+        self.data = {f: np.empty((capacity, len(symbols))) for f in _FIELDS}
+
+    def extend(self, panel: Panel) -> None:
+        k = len(panel.ts)
+        if self.n and panel.ts[0] <= self.ts[self.n - 1]:
+            raise ValueError("bars must arrive in time order, without repeats")
+        if self.n + k > len(self.ts):
+            cap = max(2 * len(self.ts), self.n + k)
+            self.ts = np.resize(self.ts, cap)
+            self.data = {f: np.resize(a, (cap, a.shape[1])) for f, a in self.data.items()}
+        self.ts[self.n : self.n + k] = panel.ts
+        for f in _FIELDS:
+            self.data[f][self.n : self.n + k] = getattr(panel, f)
+        self.n += k
+
+    def panel(self) -> Panel:
+        n = self.n
+        return Panel(self.ts[:n], self.symbols, *(self.data[f][:n] for f in _FIELDS))
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class SignalAgent:
+    def __init__(self, name: str, params: dict, symbols: tuple[str, ...]):
+        self.name = name
+        self.strategy = registry.create(name, params)
+        self.history = _History(tuple(symbols))
+        self._compile(len(symbols))
+
+    def _compile(self, m: int) -> None:
+        """Run the strategy once on a synthetic random walk so JIT compilation happens before the replay."""
+        rng = np.random.default_rng(0)
+        n = max(64, 2 * self.strategy.warmup + 8)
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (n, m)), axis=0))
+        ts = np.arange(n, dtype=np.int64) * 86_400_000_000_000
+        self.strategy.compute(Panel(ts, self.history.symbols, close, close * 1.01, close * 0.99, close, np.ones((n, m))))
+
+    def ready(self) -> str:
+        return self.name
+
+    def on_bars(self, bars: Bars) -> SignalBatch:
+        self.history.extend(bars.panel)
+        advice = self.strategy.compute(self.history.panel())
+        k = len(bars)
+        new = slice(self.history.n - k, self.history.n)
+        strength = advice.strength[new]
+        finite = strength[~np.isnan(strength)]
+        if finite.size and (finite.min() < -1 or finite.max() > 1):
+            raise ValueError(f"agent {self.name}: strength outside [-1, 1]")
+        return SignalBatch(
+            agent=self.name,
+            offset=bars.offset,
+            strength=np.ascontiguousarray(strength),
+            confidence=np.ascontiguousarray(np.clip(advice.confidence[new], 0.0, 1.0)),
+            rationale={key: np.ascontiguousarray(v[new]) for key, v in advice.rationale.items()},
+        )

@@ -1,0 +1,29 @@
+"""The broker interface the execution actor drives; the simulated broker and IB implement it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from firm.events import OrderEvent
+from firm.portfolio import Book, Fill
+
+
+class Broker(ABC):
+    @property
+    @abstractmethod
+    def book(self) -> Book:
+        """The account as the broker reports it."""
+
+    @abstractmethod
+    def on_bar(self, opens: np.ndarray, closes: np.ndarray) -> list[Fill]:
+        """Market time moved to a new bar: return the fills since the last one, mark the account."""
+
+    @abstractmethod
+    def submit(self, order: OrderEvent) -> None:
+        """Send an order. Raises ``DuplicateOrder`` if its ``order_ref`` was already sent."""
+
+
+class DuplicateOrder(RuntimeError):
+    pass

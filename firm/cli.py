@@ -1,0 +1,97 @@
+"""The ``firm`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from firm.config import ConfigError, load_config
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out = {}
+    if getattr(args, "batch", None) is not None:
+        out["run.batch"] = args.batch
+    if getattr(args, "seed", None) is not None:
+        out["run.seed"] = args.seed
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from firm.pipeline import run
+
+    cfg = load_config(args.config, _overrides(args))
+    print(
+        f"firm: replaying {', '.join(cfg.data.symbols)} {cfg.data.start}..{cfg.data.end} from the "
+        f"{cfg.data.source} data source; agents: {', '.join(sorted(cfg.enabled_agents()))}; "
+        f"batch {cfg.run.batch}, seed {cfg.run.seed}, simulated broker",
+        file=sys.stderr,
+        flush=True,
+    )
+    result = run(cfg, config_name=Path(args.config).stem, address=args.address, progress=not args.quiet)
+    print(result.stats.render())
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from firm.data.market import load_market_data
+
+    cfg = load_config(args.config)
+    print(f"{args.config}: config is valid")
+    data = load_market_data(cfg.data)
+    bad = [q for q in data.quarantined if q.reason != "missing_session"]
+    missing = [q for q in data.quarantined if q.reason == "missing_session"]
+    print(
+        f"data: {len(data.panel.symbols)} instruments, {len(data.panel.ts):,} sessions, {data.n_bars:,} valid bars, "
+        f"{len(bad):,} quarantined, {len(missing):,} sessions missing"
+    )
+    for q in [*bad, *missing][:20]:
+        print(f"  {q.symbol} {q.date} {q.reason}: {q.detail}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="firm",
+        description="A multi-agent trading system on Ray: signal agents advise, one CIO decides, "
+        "every decision goes risk -> compliance -> execution.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run",
+        help="replay market data through the whole pipeline against the simulated broker",
+        description="Replay the configured market data through signal agents -> CIO -> risk -> compliance -> "
+        "execution on Ray, write the journal, order log and quarantine to a run directory, print a summary.",
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
+    p.add_argument("--address", default=None, help="Ray cluster to join (host:port or 'auto'); default: RAY_ADDRESS or a local Ray")
+    p.add_argument("--batch", type=int, default=None, help="bars handed to each agent per call (replay; live uses 1)")
+    p.add_argument("--seed", type=int, default=None, help="seed for every random draw (slippage noise)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "check",
+        help="validate a config and its market data without trading",
+        description="Validate the config, load and validate the market data, report quarantined bars.",
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"firm: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Typed events of the pipeline, named after the seed architecture.
+
+Every event has a deterministic ``id`` and the ``cause_id`` of the event that produced it, so a
+fill traces back through its order, validated decision and decision to the bar that started it.
+Ids are derived from content (bar time, symbol, agent), never from the wall clock, so two runs of
+the same data and config journal byte-identical events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Side(str, Enum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    cause_id: str | None = None
+    ts: datetime = Field(description="Market time the event refers to (UTC), not wall-clock time.")
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+class MarketDataEvent(Event):
+    """One OHLCV bar of one instrument, known at ``ts`` (the bar's close)."""
+
+    symbol: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class SignalEvent(Event):
+    """An agent's advice on one instrument at one bar. Advisory only: agents never trade."""
+
+    agent: str
+    symbol: str
+    direction: Literal[-1, 0, 1]
+    strength: float = Field(ge=-1.0, le=1.0)
+    confidence: float = Field(ge=0.0, le=1.0)
+    rationale: dict[str, float] = Field(default_factory=dict)
+
+
+class DecisionEvent(Event):
+    """The CIO's decision to change one position, with exactly the signals it used."""
+
+    symbol: str
+    side: Side
+    quantity: int = Field(gt=0)
+    current_position: int
+    target_position: int
+    price: float = Field(description="Reference price (the bar's close) used for sizing.")
+    score: float
+    signal_ids: tuple[str, ...]
+    late_agents: tuple[str, ...] = ()
+    reason: str
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    validator: Literal["risk", "compliance"]
+    approved: bool
+    rule: str = ""
+    reason: str = ""
+
+
+class ValidatedDecisionEvent(Event):
+    """A decision with the verdicts of the validators it has passed through so far, in order."""
+
+    decision: DecisionEvent
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def approved(self) -> bool:
+        return all(v.approved for v in self.verdicts)
+
+
+class OrderEvent(Event):
+    """An order the execution agent sends to the broker. ``order_ref`` is derived from the decision."""
+
+    order_ref: str
+    symbol: str
+    side: Side
+    quantity: int = Field(gt=0)
+    order_type: Literal["MKT"] = "MKT"
+    decision_id: str
+
+
+class FillEvent(Event):
+    """An execution reported by the broker."""
+
+    order_ref: str
+    symbol: str
+    side: Side
+    quantity: int = Field(gt=0)
+    price: float = Field(gt=0)
+    commission: float = Field(ge=0)
+
+
+class LateSignalEvent(Event):
+    """An agent's signals for a batch that missed the CIO's barrier, or whose call failed; left out."""
+
+    agent: str
+    bars: int
+    reason: str
+
+
+class RiskAlertEvent(Event):
+    severity: Literal["info", "warning", "critical"]
+    rule: str
+    message: str
+    value: float | None = None
+    limit: float | None = None
+
+
+class KillSwitchEvent(Event):
+    active: bool
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        MarketDataEvent,
+        SignalEvent,
+        DecisionEvent,
+        ValidatedDecisionEvent,
+        OrderEvent,
+        FillEvent,
+        LateSignalEvent,
+        RiskAlertEvent,
+        KillSwitchEvent,
+    )
+}
+
+
+def parse_event(record: dict) -> Event:
+    """Rebuild an event from one journal record (``{"type": ..., **fields}``)."""
+    fields = dict(record)
+    return EVENT_TYPES[fields.pop("type")].model_validate(fields)

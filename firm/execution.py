@@ -1,0 +1,102 @@
+"""The execution engine: the only code that sends orders. Write-ahead log first, then the broker."""
+
+from __future__ import annotations
+
+from firm.batches import Execution, Review
+from firm.broker.base import Broker
+from firm.cio import order_ref
+from firm.events import FillEvent, OrderEvent, Side
+from firm.journal import OrderLog
+from firm.portfolio import Fill
+
+
+class ProjectionMismatch(RuntimeError):
+    """The CIO decided on a book the broker does not have: a defect, never traded through."""
+
+
+class ExecutionEngine:
+    def __init__(self, broker: Broker, wal: OrderLog):
+        self.broker = broker
+        self.wal = wal
+
+    def execute(self, review: Review) -> Execution:
+        proposal = review.proposal
+        bars, start = proposal.bars, proposal.start
+        panel = bars.panel
+        if self.broker.book.fingerprint() != proposal.book.fingerprint():
+            raise ProjectionMismatch("the proposal starts from a book the broker does not have")
+        opens_at = closes_at = None
+        orders, fills, equity = [], [], []
+        for k in range(start, review.stop):
+            raw = self.broker.on_bar(panel.open[k], panel.close[k])
+            if raw:
+                opens_at = opens_at or bars.opens_at()
+                fills.append([self._fill_event(f, opens_at[k]) for f in raw])
+            else:
+                fills.append([])
+            if self.broker.book.fingerprint() != proposal.fingerprints[k - start]:
+                raise ProjectionMismatch(f"row {bars.offset + k}: the CIO's projected book differs from the broker's")
+            row = []
+            for vd in review.validated[k - start]:
+                if not vd.approved:
+                    continue
+                d = vd.decision
+                order = OrderEvent(
+                    id=f"ord:{d.id.removeprefix('dec:')}",
+                    cause_id=vd.id,
+                    ts=d.ts,
+                    order_ref=order_ref(d),
+                    symbol=d.symbol,
+                    side=d.side,
+                    quantity=d.quantity,
+                    decision_id=d.id,
+                )
+                self.wal.append(
+                    {
+                        "kind": "order",
+                        "order_ref": order.order_ref,
+                        "decision_id": d.id,
+                        "ts": d.ts.isoformat(),
+                        "symbol": d.symbol,
+                        "side": d.side.value,
+                        "quantity": d.quantity,
+                        "type": order.order_type,
+                    }
+                )
+                self.broker.submit(order)
+                row.append(order)
+            orders.append(row)
+            equity.append(self.broker.book.equity)
+        last = review.validated[review.stop - 1 - start] if review.stop > start else []
+        symbols = self.broker.book.symbols
+        rejected = [
+            (symbols.index(vd.decision.symbol), 1 if vd.decision.side is Side.BUY else -1)
+            for vd in last
+            if not vd.approved
+        ]
+        return Execution(review, orders, fills, equity, self.broker.book.copy(), rejected)
+
+    def _fill_event(self, fill: Fill, ts) -> FillEvent:
+        symbol = self.broker.book.symbols[fill.symbol]
+        self.wal.append(
+            {
+                "kind": "fill",
+                "order_ref": fill.order_ref,
+                "ts": ts.isoformat(),
+                "symbol": symbol,
+                "quantity": fill.quantity,
+                "price": f"{fill.price:.4f}",
+                "commission": f"{fill.commission:.2f}",
+            }
+        )
+        return FillEvent(
+            id=f"fill:{fill.order_ref}",
+            cause_id=f"ord:{fill.decision_id.removeprefix('dec:')}",
+            ts=ts,
+            order_ref=fill.order_ref,
+            symbol=symbol,
+            side=Side.BUY if fill.quantity > 0 else Side.SELL,
+            quantity=abs(fill.quantity),
+            price=fill.price,
+            commission=fill.commission,
+        )

@@ -1,0 +1,278 @@
+"""The driver: replay market data through agents -> CIO -> risk -> compliance -> execution on Ray."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import ray
+import yaml
+
+from firm.batches import BatchResult, Bars
+from firm.config import Config
+from firm.data.market import MarketData, load_market_data
+from firm.data.validate import write_quarantine
+from firm.events import Event, LateSignalEvent, MarketDataEvent, SignalEvent, ValidatedDecisionEvent
+from firm.journal import Journal
+from firm.summary import RunStats
+
+ACTOR_READY_TIMEOUT_S = 120
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    stats: RunStats
+    ray_start_s: float = 0.0
+    replay_s: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
+
+
+def make_run_dir(cfg: Config, config_name: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.run.output_dir)
+    run_dir = base / f"{stamp}-{config_name}-seed{cfg.run.seed}"
+    n = 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base / f"{stamp}-{config_name}-seed{cfg.run.seed}-{n}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def start_ray(cfg: Config, address: str | None) -> float:
+    """Connect to (or start) Ray in firm's namespace; returns the seconds it took."""
+    t0 = time.perf_counter()
+    if ray.is_initialized():
+        return 0.0
+    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    numba_cache = str(Path(".numba_cache").resolve())
+    kwargs = dict(
+        address=address,
+        namespace=cfg.ray.namespace,
+        log_to_driver=True,
+        configure_logging=True,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {"NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", numba_cache)}},
+    )
+    if address is None:
+        kwargs.update(num_cpus=cfg.ray.num_cpus, include_dashboard=False)
+    ray.init(**kwargs)
+    return time.perf_counter() - t0
+
+
+class Pipeline:
+    """The actors of one run, created in firm's namespace and torn down at the end."""
+
+    def __init__(self, cfg: Config, symbols: tuple[str, ...], run_dir: Path):
+        from actors.cio import CIOActor
+        from actors.compliance import ComplianceActor
+        from actors.execution import ExecutionActor
+        from actors.risk import RiskActor
+        from actors.signal_agent import SignalAgent
+
+        self.cfg = cfg
+        agents = cfg.enabled_agents()
+        self.agent_names = sorted(agents)
+        self.agents = [
+            SignalAgent.options(name=f"agent:{name}", scheduling_strategy="SPREAD").remote(
+                name, agents[name].params, symbols
+            )
+            for name in self.agent_names
+        ]
+        self.risk = RiskActor.options(name="risk").remote(cfg.risk)
+        self.compliance = ComplianceActor.options(name="compliance").remote(cfg.compliance)
+        self.execution = ExecutionActor.options(name="execution").remote(cfg, symbols, str(run_dir / "orders.wal.jsonl"))
+        weights = {name: agents[name].weight for name in self.agent_names}
+        try:
+            self.cio = CIOActor.options(name=cfg.cio.name).remote(
+                cfg.cio, weights, symbols, self.risk, self.compliance, self.execution
+            )
+        except ValueError as err:
+            self.shutdown()
+            raise RuntimeError(
+                f"a CIO named {cfg.cio.name!r} already runs in namespace {cfg.ray.namespace!r}; "
+                "there is one decision authority per namespace"
+            ) from err
+        ray.get([a.ready.remote() for a in self.agents], timeout=ACTOR_READY_TIMEOUT_S)
+
+    def submit(self, bars: Bars) -> ray.ObjectRef:
+        bars_ref = ray.put(bars)
+        signal_refs = [agent.on_bars.remote(bars_ref) for agent in self.agents]
+        return self.cio.run_batch.remote(bars_ref, self.agent_names, signal_refs)
+
+    def shutdown(self) -> None:
+        try:
+            ray.get(self.execution.close.remote(), timeout=30)
+        except Exception:
+            pass
+        for actor in (*self.agents, self.risk, self.compliance, self.execution, getattr(self, "cio", None)):
+            if actor is not None:
+                ray.kill(actor)
+
+
+def batches(data: MarketData, size: int):
+    n = len(data.panel.ts)
+    for i in range(0, n, size):
+        yield Bars(offset=i, panel=data.slice(i, min(i + size, n)), session_open=data.session_open[i : i + size])
+
+
+def journal_batch(journal: Journal, result: BatchResult) -> None:
+    """Write a committed batch in market-time order, row by row."""
+    bars = result.bars
+    panel = bars.panel
+    symbols = panel.symbols
+    stamps = bars.stamps()
+    closes_at = bars.closes_at()
+    if result.late or result.failed:
+        journal.write(
+            LateSignalEvent(
+                id=f"late:{agent}:{stamps[0]}",
+                cause_id=None,
+                ts=closes_at[0],
+                agent=agent,
+                bars=len(bars),
+                reason=result.failed.get(agent, f"missed the {result.barrier_wait_s:.3f}s barrier"),
+            )
+            for agent in sorted([*result.late, *result.failed])
+        )
+    rows = {}
+    for ex in result.executions:
+        for k in range(ex.start, ex.stop):
+            i = k - ex.start
+            rows[k] = (ex.fills[i], ex.review.alerts[i], ex.review.validated[i], ex.orders[i])
+    valid = ~np.isnan(panel.close)
+    for k in range(len(bars)):
+        fills, alerts, validated, orders = rows[k]
+        events: list[Event] = list(fills)
+        stamp, ts = stamps[k], closes_at[k]
+        for j in np.flatnonzero(valid[k]).tolist():
+            events.append(
+                MarketDataEvent(
+                    id=f"bar:{symbols[j]}:{stamp}",
+                    ts=ts,
+                    symbol=symbols[j],
+                    open=float(panel.open[k, j]),
+                    high=float(panel.high[k, j]),
+                    low=float(panel.low[k, j]),
+                    close=float(panel.close[k, j]),
+                    volume=float(panel.volume[k, j]),
+                )
+            )
+        for sig in result.signals:
+            for j in np.flatnonzero(~np.isnan(sig.strength[k])).tolist():
+                s = float(sig.strength[k, j])
+                events.append(
+                    SignalEvent(
+                        id=f"sig:{sig.agent}:{symbols[j]}:{stamp}",
+                        cause_id=f"bar:{symbols[j]}:{stamp}",
+                        ts=ts,
+                        agent=sig.agent,
+                        symbol=symbols[j],
+                        direction=(s > 0) - (s < 0),
+                        strength=s,
+                        confidence=float(sig.confidence[k, j]),
+                        rationale={
+                            key: float(v[k, j]) for key, v in sig.rationale.items() if np.isfinite(v[k, j])
+                        },
+                    )
+                )
+        events.extend(alerts)
+        events.extend(vd.decision for vd in validated)
+        for vd in validated:
+            events.extend(_stages(vd))
+        events.extend(orders)
+        journal.write(events)
+
+
+def _stages(vd: ValidatedDecisionEvent) -> list[ValidatedDecisionEvent]:
+    """The event each validator emitted: risk's (one verdict), then compliance's (both)."""
+    if len(vd.verdicts) == 1:
+        return [vd]
+    d = vd.decision
+    risk = ValidatedDecisionEvent(
+        id=f"val:risk:{d.id.removeprefix('dec:')}", cause_id=d.id, ts=d.ts, decision=d, verdicts=vd.verdicts[:1]
+    )
+    return [risk, vd]
+
+
+class Progress:
+    """A line on stderr every few seconds: where the replay is, and how it is going."""
+
+    def __init__(self, total_rows: int, total_bars: int, every_s: float, enabled: bool):
+        self.total_rows, self.total_bars = total_rows, total_bars
+        self.every_s, self.enabled = every_s, enabled
+        self.t0 = self.last = time.perf_counter()
+
+    def update(self, stats: RunStats, rows_done: int, last_ts: str, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (not force and now - self.last < self.every_s):
+            return
+        self.last = now
+        rate = stats.bars / max(now - self.t0, 1e-9)
+        print(
+            f"[{100 * rows_done / self.total_rows:5.1f}%] {last_ts}  bars {stats.bars:,}/{self.total_bars:,}  "
+            f"orders {stats.orders:,}  equity {stats.last_equity:,.0f}  dd {stats.current_drawdown:.1%}  "
+            f"{rate:,.0f} bars/s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def run(
+    cfg: Config,
+    *,
+    config_name: str = "run",
+    address: str | None = None,
+    progress: bool = True,
+    in_flight: int = 2,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> RunResult:
+    """Replay ``cfg``'s market data through the whole pipeline; returns where it wrote and what it did."""
+    data = load_market_data(cfg.data)
+    run_dir = make_run_dir(cfg, config_name)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_quarantine(data.quarantined, run_dir / "quarantine.jsonl")
+    symbols = data.panel.symbols
+    stats = RunStats(symbols=symbols, initial_cash=cfg.broker.initial_cash, quarantined=list(data.quarantined))
+    ray_start_s = start_ray(cfg, address)
+    pipeline = Pipeline(cfg, symbols, run_dir)
+    journal = Journal(run_dir / "journal.jsonl")
+    progress_line = Progress(len(data.panel.ts), data.n_bars, cfg.run.progress_every_s, progress)
+    latencies: list[float] = []
+    t0 = time.perf_counter()
+    try:
+        pending: list[tuple[ray.ObjectRef, float]] = []
+        rows_done = 0
+
+        def drain_one() -> None:
+            nonlocal rows_done
+            ref, submitted = pending.pop(0)
+            result: BatchResult = ray.get(ref)
+            latencies.append(time.perf_counter() - submitted)
+            journal_batch(journal, result)
+            stats.add(result)
+            rows_done += len(result.bars)
+            if on_batch:
+                on_batch(result)
+            progress_line.update(stats, rows_done, result.bars.stamps()[-1][:8])
+
+        for bars in batches(data, cfg.run.batch):
+            pending.append((pipeline.submit(bars), time.perf_counter()))
+            if len(pending) >= in_flight:
+                drain_one()
+        while pending:
+            drain_one()
+        replay_s = time.perf_counter() - t0
+        progress_line.update(stats, rows_done, "done", force=True)
+    finally:
+        journal.close()
+        pipeline.shutdown()
+    stats.finish(run_dir)
+    return RunResult(run_dir, stats, ray_start_s, replay_s, latencies)
