@@ -11,6 +11,10 @@ from strategies.base import Panel
 
 _FIELDS = ("open", "high", "low", "close", "volume")
 
+# Signals are rounded to 1e-9 so that a last-bit difference in a transcendental function between
+# two machines' math libraries cannot change a decision, and with it the order log.
+SIGNAL_DECIMALS = 9
+
 
 class _History:
     """Append-only bar history with amortised O(1) appends."""
@@ -70,7 +74,7 @@ class SignalAgent:
         return SignalBatch(
             agent=self.name,
             offset=bars.offset,
-            strength=np.ascontiguousarray(strength),
-            confidence=np.ascontiguousarray(np.clip(advice.confidence[new], 0.0, 1.0)),
+            strength=np.round(strength, SIGNAL_DECIMALS),
+            confidence=np.round(np.clip(advice.confidence[new], 0.0, 1.0), SIGNAL_DECIMALS),
             rationale={key: np.ascontiguousarray(v[new]) for key, v in advice.rationale.items()},
         )

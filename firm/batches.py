@@ -10,6 +10,8 @@ sub-batch is one row, so any batch size gives the same orders.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -30,14 +32,17 @@ class Bars:
     def __len__(self) -> int:
         return len(self.panel.ts)
 
+    @cached_property
     def stamps(self) -> list[str]:
         """Compact UTC stamps of the bar closes, used in event ids."""
-        return [t.strftime("%Y%m%dT%H%M") for t in pd.to_datetime(self.panel.ts, utc=True)]
+        return list(pd.to_datetime(self.panel.ts, utc=True).strftime("%Y%m%dT%H%M"))
 
-    def closes_at(self) -> list:
+    @cached_property
+    def closes_at(self) -> list[datetime]:
         return list(pd.to_datetime(self.panel.ts, utc=True).to_pydatetime())
 
-    def opens_at(self) -> list:
+    @cached_property
+    def opens_at(self) -> list[datetime]:
         return list(pd.to_datetime(self.session_open, utc=True).to_pydatetime())
 
 

@@ -1,9 +1,12 @@
 """The CIO's decision rule: blend the agents' signals, size a target position, decide the trade.
 
 Sizing (documented rule for now; Kelly comes later): the blended score of an instrument is the
-weighted mean of ``strength * confidence`` over the agents that spoke, with the agents' configured
-weights. Below ``entry_threshold`` in absolute value the target is flat; otherwise the target value
-is ``score * max_position_weight * equity``, truncated to whole shares. A trade is decided when the
+weighted mean of ``strength * confidence`` over the agents that spoke with some confidence (an
+abstention or a zero-confidence view does not dilute the others), with the agents' configured
+weights. A position opens when the score reaches ``entry_threshold`` in absolute value and is kept
+while the score on its side stays at or above ``exit_threshold`` (hysteresis, so a score hovering at
+one level does not churn); otherwise the target is flat. The target value is
+``score * max_position_weight * equity``, truncated to whole shares. A trade is decided when the
 target differs from the position (plus working orders) by at least ``rebalance_band * equity``, or
 when the target is flat or on the other side. One decision per instrument per bar.
 
@@ -47,20 +50,23 @@ class Allocator:
         ids = []
         for sig in signals:
             s = sig.strength[k, j]
-            if s != s:
+            c = sig.confidence[k, j]
+            if s != s or c <= 0:
                 continue
             w = self.weights.get(sig.agent, 1.0)
             if w <= 0:
                 continue
-            acc += w * float(s) * float(sig.confidence[k, j])
+            acc += w * float(s) * float(c)
             total_w += w
             ids.append(f"sig:{sig.agent}:{self.symbols[j]}:{stamp}")
         if not ids:
             return None
         return Blend(acc / total_w, tuple(ids))
 
-    def target(self, score: float, equity: float, price: float) -> int:
-        if abs(score) < self.cfg.entry_threshold or equity <= 0:
+    def target(self, score: float, equity: float, price: float, held: int = 0) -> int:
+        holding_same_side = held != 0 and (held > 0) == (score > 0)
+        threshold = self.cfg.exit_threshold if holding_same_side else self.cfg.entry_threshold
+        if abs(score) < threshold or equity <= 0:
             return 0
         if score < 0 and not self.cfg.allow_short:
             return 0
@@ -81,8 +87,8 @@ class Allocator:
             if blend is None:
                 continue
             price = float(price)
-            target = self.target(blend.score, book.equity, price)
             held = book.positions[j] + book.working(j)
+            target = self.target(blend.score, book.equity, price, held)
             delta = target - held
             if delta == 0:
                 continue
@@ -93,7 +99,7 @@ class Allocator:
             if self.cooldown.get((j, direction), -1) > row:
                 continue
             if ts is None:
-                ts = bars.closes_at()[k]
+                ts = bars.closes_at[k]
             decisions.append(
                 DecisionEvent(
                     id=f"dec:{symbol}:{stamp}",
@@ -108,7 +114,7 @@ class Allocator:
                     score=round(blend.score, 10),
                     signal_ids=blend.signal_ids,
                     late_agents=late,
-                    reason=_reason(blend.score, held, target, self.cfg.entry_threshold),
+                    reason=_reason(blend.score, held, target),
                 )
             )
         return decisions
@@ -118,7 +124,7 @@ class Allocator:
     ) -> Proposal:
         """Decide rows ``start..n`` of ``bars``, projecting ``book`` as if every decision were filled."""
         projected = book.copy()
-        stamps = bars.stamps()
+        stamps = bars.stamps
         decisions, fingerprints = [], []
         panel = bars.panel
         for k in range(start, len(bars)):
@@ -142,12 +148,14 @@ def pending_order(decision: DecisionEvent, symbols: tuple[str, ...]) -> PendingO
     return PendingOrder(order_ref(decision), symbols.index(decision.symbol), qty, decision.id)
 
 
-def _reason(score: float, held: int, target: int, threshold: float) -> str:
+def _reason(score: float, held: int, target: int) -> str:
+    """``<action>: <why>``; the action is one of open long/short, close, reverse, resize."""
+    why = f"blended score {score:+.3f}"
     if target == 0:
-        return f"blended score {score:+.3f} inside +/-{threshold:.2f}: go flat from {held}"
+        return f"close: {why} below threshold, flatten {held}"
     side = "long" if target > 0 else "short"
     if held == 0:
-        return f"blended score {score:+.3f}: open {side} {abs(target)}"
+        return f"open {side}: {why}, target {target}"
     if (held > 0) != (target > 0):
-        return f"blended score {score:+.3f}: reverse {held} to {side} {abs(target)}"
-    return f"blended score {score:+.3f}: resize {held} to {target}"
+        return f"reverse: {why}, {held} to {target}"
+    return f"resize: {why}, {held} to {target}"

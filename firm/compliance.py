@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from firm.config import ComplianceConfig
@@ -17,14 +18,22 @@ class ComplianceRules:
         self.restricted = frozenset(cfg.restricted)
         self.blackouts = cfg.blackouts
         self.calendar_code = cfg.calendar
-        self.calendar = get_calendar(cfg.calendar)
+        calendar = get_calendar(cfg.calendar)
+        self._opens = calendar.opens.to_numpy().astype("datetime64[ns]").astype(np.int64)
+        self._closes = calendar.closes.to_numpy().astype("datetime64[ns]").astype(np.int64)
 
-    def execution_time(self, decided_at: datetime) -> pd.Timestamp:
-        """When a market order decided at ``decided_at`` reaches the market: now if open, else next open."""
-        ts = pd.Timestamp(decided_at)
-        if self.calendar.is_open_on_minute(ts, ignore_breaks=True):
-            return ts
-        return self.calendar.next_open(ts)
+    def session_of(self, ts: datetime) -> int | None:
+        """Index of the regular session whose hours (open to close, inclusive) contain ``ts``."""
+        t = pd.Timestamp(ts).value
+        i = int(np.searchsorted(self._closes, t, side="left"))
+        if i < len(self._opens) and self._opens[i] <= t:
+            return i
+        return None
+
+    def next_open(self, ts: datetime) -> pd.Timestamp | None:
+        """When a market order decided at ``ts`` can first execute: the next session's open."""
+        i = int(np.searchsorted(self._opens, pd.Timestamp(ts).value, side="right"))
+        return pd.Timestamp(self._opens[i], tz="UTC") if i < len(self._opens) else None
 
     def check(self, decision: DecisionEvent) -> Check:
         if decision.symbol in self.restricted:
@@ -33,11 +42,10 @@ class ComplianceRules:
         for b in self.blackouts:
             if b.symbol == decision.symbol and b.start <= day <= b.end:
                 return Check(False, "blackout", f"{decision.symbol} in blackout {b.start}..{b.end}: {b.reason}")
-        when = self.execution_time(decision.ts)
-        if not self.calendar.is_open_on_minute(when, ignore_breaks=True):
-            return Check(False, "market_hours", f"{self.calendar_code} is not open at {when.isoformat()}")
-        if (when - pd.Timestamp(decision.ts)) > pd.Timedelta(days=7):
+        if self.session_of(decision.ts) is None:
             return Check(
-                False, "market_hours", f"next {self.calendar_code} open {when.isoformat()} is more than 7 days away"
+                False, "market_hours", f"decided at {decision.ts.isoformat()}, outside {self.calendar_code} session hours"
             )
+        if self.next_open(decision.ts) is None:
+            return Check(False, "market_hours", f"no {self.calendar_code} session after {decision.ts.isoformat()}")
         return Check(True)

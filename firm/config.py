@@ -72,10 +72,21 @@ class AgentConfig(_Model):
 class CIOConfig(_Model):
     name: str = Field("cio", min_length=1, description="Name of the singleton CIO actor.")
     barrier_timeout_s: float = Field(10.0, gt=0, description="ray.wait timeout for the agents' signals.")
-    entry_threshold: float = Field(0.15, ge=0, lt=1, description="|blended score| below this means flat.")
+    entry_threshold: float = Field(0.15, ge=0, lt=1, description="|blended score| needed to open a position.")
+    exit_threshold: float = Field(
+        0.05, ge=0, lt=1, description="An open position is kept while the score on its side stays above this."
+    )
     max_position_weight: float = Field(0.20, gt=0, le=1, description="Target weight of equity at full conviction.")
     rebalance_band: float = Field(0.02, ge=0, lt=1, description="Skip trades smaller than this share of equity.")
     allow_short: bool = True
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "CIOConfig":
+        if self.exit_threshold > self.entry_threshold:
+            raise ValueError(
+                f"exit_threshold {self.exit_threshold} must not exceed entry_threshold {self.entry_threshold}"
+            )
+        return self
 
 
 class RiskConfig(_Model):

@@ -1,11 +1,17 @@
-"""The execution engine: the only code that sends orders. Write-ahead log first, then the broker."""
+"""The execution engine: the only code that sends orders.
+
+The orders of a bar are written to the write-ahead log and fsynced together (group commit) before
+the first of them reaches the broker; fills are appended as they are confirmed.
+"""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from firm.batches import Execution, Review
 from firm.broker.base import Broker
 from firm.cio import order_ref
-from firm.events import FillEvent, OrderEvent, Side
+from firm.events import FillEvent, OrderEvent, Side, ValidatedDecisionEvent
 from firm.journal import OrderLog
 from firm.portfolio import Fill
 
@@ -25,46 +31,17 @@ class ExecutionEngine:
         panel = bars.panel
         if self.broker.book.fingerprint() != proposal.book.fingerprint():
             raise ProjectionMismatch("the proposal starts from a book the broker does not have")
-        opens_at = closes_at = None
         orders, fills, equity = [], [], []
         for k in range(start, review.stop):
             raw = self.broker.on_bar(panel.open[k], panel.close[k])
-            if raw:
-                opens_at = opens_at or bars.opens_at()
-                fills.append([self._fill_event(f, opens_at[k]) for f in raw])
-            else:
-                fills.append([])
+            fills.append([self._fill_event(f, bars.opens_at[k]) for f in raw])
             if self.broker.book.fingerprint() != proposal.fingerprints[k - start]:
                 raise ProjectionMismatch(f"row {bars.offset + k}: the CIO's projected book differs from the broker's")
-            row = []
-            for vd in review.validated[k - start]:
-                if not vd.approved:
-                    continue
-                d = vd.decision
-                order = OrderEvent(
-                    id=f"ord:{d.id.removeprefix('dec:')}",
-                    cause_id=vd.id,
-                    ts=d.ts,
-                    order_ref=order_ref(d),
-                    symbol=d.symbol,
-                    side=d.side,
-                    quantity=d.quantity,
-                    decision_id=d.id,
-                )
-                self.wal.append(
-                    {
-                        "kind": "order",
-                        "order_ref": order.order_ref,
-                        "decision_id": d.id,
-                        "ts": d.ts.isoformat(),
-                        "symbol": d.symbol,
-                        "side": d.side.value,
-                        "quantity": d.quantity,
-                        "type": order.order_type,
-                    }
-                )
-                self.broker.submit(order)
-                row.append(order)
+            row = [self._order(vd) for vd in review.validated[k - start] if vd.approved]
+            if row:
+                self.wal.append_many([_wal_record(o) for o in row])
+                for order in row:
+                    self.broker.submit(order)
             orders.append(row)
             equity.append(self.broker.book.equity)
         last = review.validated[review.stop - 1 - start] if review.stop > start else []
@@ -76,18 +53,35 @@ class ExecutionEngine:
         ]
         return Execution(review, orders, fills, equity, self.broker.book.copy(), rejected)
 
-    def _fill_event(self, fill: Fill, ts) -> FillEvent:
+    @staticmethod
+    def _order(vd: ValidatedDecisionEvent) -> OrderEvent:
+        d = vd.decision
+        return OrderEvent(
+            id=f"ord:{d.id.removeprefix('dec:')}",
+            cause_id=vd.id,
+            ts=d.ts,
+            order_ref=order_ref(d),
+            symbol=d.symbol,
+            side=d.side,
+            quantity=d.quantity,
+            decision_id=d.id,
+        )
+
+    def _fill_event(self, fill: Fill, ts: datetime) -> FillEvent:
         symbol = self.broker.book.symbols[fill.symbol]
-        self.wal.append(
-            {
-                "kind": "fill",
-                "order_ref": fill.order_ref,
-                "ts": ts.isoformat(),
-                "symbol": symbol,
-                "quantity": fill.quantity,
-                "price": f"{fill.price:.4f}",
-                "commission": f"{fill.commission:.2f}",
-            }
+        self.wal.append_many(
+            [
+                {
+                    "kind": "fill",
+                    "order_ref": fill.order_ref,
+                    "ts": ts.isoformat(),
+                    "symbol": symbol,
+                    "quantity": fill.quantity,
+                    "price": f"{fill.price:.4f}",
+                    "commission": f"{fill.commission:.2f}",
+                }
+            ],
+            sync=False,
         )
         return FillEvent(
             id=f"fill:{fill.order_ref}",
@@ -100,3 +94,16 @@ class ExecutionEngine:
             price=fill.price,
             commission=fill.commission,
         )
+
+
+def _wal_record(order: OrderEvent) -> dict:
+    return {
+        "kind": "order",
+        "order_ref": order.order_ref,
+        "decision_id": order.decision_id,
+        "ts": order.ts.isoformat(),
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "quantity": order.quantity,
+        "type": order.order_type,
+    }

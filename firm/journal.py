@@ -50,11 +50,13 @@ class OrderLog:
         self.fsync = fsync
         self._file = open(self.path, "a", encoding="utf-8")
 
-    def append(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n")
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
+    def append_many(self, records: list[dict[str, Any]], sync: bool = True) -> None:
+        """Write ``records``; when ``sync``, they are flushed (and fsynced if configured) on return."""
+        self._file.write("".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records))
+        if sync:
+            self._file.flush()
+            if self.fsync:
+                os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()

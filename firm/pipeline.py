@@ -115,6 +115,19 @@ class Pipeline:
         for actor in (*self.agents, self.risk, self.compliance, self.execution, getattr(self, "cio", None)):
             if actor is not None:
                 ray.kill(actor)
+        _wait_names_released([self.cfg.cio.name, "risk", "compliance", "execution", *(f"agent:{n}" for n in self.agent_names)])
+
+
+def _wait_names_released(names: list[str], timeout_s: float = 30.0) -> None:
+    """ray.kill is asynchronous: wait until the actor names can be taken again by the next run."""
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(name)
+            except ValueError:
+                break
+            time.sleep(0.02)
 
 
 def batches(data: MarketData, size: int):
@@ -128,8 +141,8 @@ def journal_batch(journal: Journal, result: BatchResult) -> None:
     bars = result.bars
     panel = bars.panel
     symbols = panel.symbols
-    stamps = bars.stamps()
-    closes_at = bars.closes_at()
+    stamps = bars.stamps
+    closes_at = bars.closes_at
     if result.late or result.failed:
         journal.write(
             LateSignalEvent(
@@ -261,7 +274,7 @@ def run(
             rows_done += len(result.bars)
             if on_batch:
                 on_batch(result)
-            progress_line.update(stats, rows_done, result.bars.stamps()[-1][:8])
+            progress_line.update(stats, rows_done, result.bars.stamps[-1][:8])
 
         for bars in batches(data, cfg.run.batch):
             pending.append((pipeline.submit(bars), time.perf_counter()))

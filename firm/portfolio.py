@@ -41,14 +41,13 @@ class Costs:
     def fill_price(self, reference: float, quantity: int, order_ref: str) -> float:
         """Price of a market order of signed ``quantity`` at ``reference`` (the next open), to 1e-4.
 
-        Slippage is always adverse: ``slippage_bps`` plus ``|N(0, noise_bps)|`` drawn from a
-        generator seeded by the run seed and the order's reference, so the draw is the same
-        whichever process computes it.
+        Slippage is always adverse: ``slippage_bps`` plus ``noise_bps * |Z|``, Z standard normal
+        drawn from the run seed and the order's reference alone, so the draw is the same whichever
+        process or worker computes it.
         """
         bps = self.slippage_bps
         if self.slippage_noise_bps > 0:
-            key = int.from_bytes(hashlib.sha256(order_ref.encode()).digest()[:8], "little")
-            bps += abs(np.random.default_rng([self.seed, key]).normal(0.0, self.slippage_noise_bps))
+            bps += abs(_seeded_normal(f"{self.seed}:{order_ref}")) * self.slippage_noise_bps
         sign = 1.0 if quantity > 0 else -1.0
         return round(reference * (1.0 + sign * bps * 1e-4), 4)
 
@@ -58,6 +57,14 @@ class Costs:
         fee = max(self.commission_min, self.commission_per_share * shares)
         fee = min(fee, self.commission_max_pct * shares * price)
         return round(fee, 2)
+
+
+def _seeded_normal(key: str) -> float:
+    """A standard normal draw determined by ``key`` (Box-Muller on two uniforms from SHA-256)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    u1 = (int.from_bytes(digest[:8], "little") + 1) / 2.0**64
+    u2 = int.from_bytes(digest[8:16], "little") / 2.0**64
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ class RunStats:
                 for vd in row:
                     self.decisions += 1
                     d = vd.decision
-                    self.decision_reasons[d.reason.split(": ", 1)[-1].split(" ")[0]] += 1
+                    self.decision_reasons[d.reason.split(":", 1)[0]] += 1
                     for v in vd.verdicts:
                         if not v.approved:
                             self.rejections[(v.validator, v.rule)] += 1

@@ -31,10 +31,10 @@ def review_risk(proposal: Proposal, limits: Limits) -> Review:
         book.mark(panel.close[k])
         row_alerts = []
         if book.prev_drawdown < limits.max_drawdown <= book.drawdown:
-            ts_cache = ts_cache or bars.closes_at()
+            ts_cache = ts_cache or bars.closes_at
             row_alerts.append(
                 RiskAlertEvent(
-                    id=f"alert:max_drawdown:{bars.stamps()[k]}",
+                    id=f"alert:max_drawdown:{bars.stamps[k]}",
                     cause_id=None,
                     ts=ts_cache[k],
                     severity="critical",

@@ -8,6 +8,7 @@ adjustment, which needs the source's own adjusted-close column.
 from __future__ import annotations
 
 import importlib.resources
+import importlib.util
 from abc import ABC, abstractmethod
 from functools import lru_cache
 from pathlib import Path
@@ -81,12 +82,11 @@ def _adjust(frame: pd.DataFrame, adj_close: pd.Series) -> pd.DataFrame:
 
 def _bars(frame: pd.DataFrame, dates: pd.Series | pd.Index, adj_close: pd.Series | None) -> pd.DataFrame:
     """The standard bar frame from lower-cased columns and parsed dates."""
-    index = pd.DatetimeIndex(dates).astype("datetime64[ns]")
+    index = pd.DatetimeIndex(np.asarray(dates, dtype="datetime64[ns]"), name="date")
     bars = pd.DataFrame(
         {col: pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype="float64") for col in COLUMNS},
         index=index,
     )
-    bars.index.name = "date"
     if adj_close is not None:
         bars = _adjust(bars, pd.to_numeric(adj_close, errors="coerce"))
     return bars
@@ -105,12 +105,17 @@ def _bokeh_stocks() -> dict[str, pd.DataFrame]:
 
 @lru_cache(maxsize=None)
 def _arch_index(name: str) -> pd.DataFrame:
-    """arch's bundled index data (sp500 or nasdaq); read once per process."""
-    import importlib
+    """The file behind ``arch.data.<name>.load()`` (sp500 or nasdaq); read once per process.
 
-    module = importlib.import_module(f"arch.data.{name}")
-    raw = module.load().reset_index()
+    Read from the package directory, which avoids importing arch's models (over a second).
+    """
+    spec = importlib.util.find_spec("arch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the 'arch' package is needed for SPX and COMP")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / name / f"{name}.csv.gz"
+    raw = pd.read_csv(path)
     raw.columns = [c.strip().lower() for c in raw.columns]
+    raw["date"] = pd.to_datetime(raw["date"])
     return raw
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -57,8 +58,13 @@ class Quarantined:
 
 @lru_cache(maxsize=None)
 def get_calendar(code: str) -> ExchangeCalendar:
-    """The exchange calendar ``code`` (e.g. "XNYS"), covering sessions from 1990 on."""
-    return exchange_calendars.get_calendar(code, start="1990-01-01")
+    """The exchange calendar ``code`` (e.g. "XNYS"), covering sessions from 1990 on.
+
+    exchange_calendars' own pandas-deprecation warning about ``Series.values`` is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray", category=Warning)
+        return exchange_calendars.get_calendar(code, start="1990-01-01")
 
 
 def _iso(ts: pd.Timestamp) -> str:
@@ -154,7 +160,7 @@ def validate(
         elif reason == "out_of_order":
             detail = f"comes after a row dated {_iso(pd.Timestamp(before[i]))} in the source"
         elif reason == "not_a_session":
-            detail = f"not a {calendar.name} session"
+            detail = f"not a session of {calendar.name}"
         else:
             detail = _value_detail(reason, values[i], ts)
         records.append(Quarantined(symbol, _iso(ts), reason, detail, _bar(values[i])))

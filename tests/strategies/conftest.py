@@ -1,0 +1,101 @@
+"""Real daily bars (AAPL, GOOG, IBM, MSFT from bokeh-sampledata), split-adjusted by Adj Close / Close."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Callable
+
+import bokeh_sampledata
+import numpy as np
+import pandas as pd
+import pytest
+
+from strategies.base import Panel
+
+SYMBOLS = ("AAPL", "GOOG", "IBM", "MSFT")
+_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+@pytest.fixture(scope="session")
+def stocks() -> pd.DataFrame:
+    """All rows of stocks.csv.gz with Open/High/Low/Close scaled by Adj Close / Close."""
+    path = pathlib.Path(bokeh_sampledata.__file__).parent / "_data" / "stocks.csv.gz"
+    df = pd.read_csv(path, parse_dates=["Date"])
+    factor = df["Adj Close"] / df["Close"]
+    for col in ("Open", "High", "Low", "Close"):
+        df[col] = df[col] * factor
+    return df.sort_values(["Ticker", "Date"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def aapl(stocks: pd.DataFrame) -> dict[str, np.ndarray]:
+    """AAPL 2000-03-01..2013-03-01 as 1-D float64 arrays: open, high, low, close, volume."""
+    rows = stocks[stocks["Ticker"] == "AAPL"]
+    return {f: rows[f.capitalize()].to_numpy(np.float64) for f in _FIELDS}
+
+
+@pytest.fixture(scope="session")
+def msft(stocks: pd.DataFrame) -> dict[str, np.ndarray]:
+    """MSFT 2000-03-01..2013-03-01 as 1-D float64 arrays: open, high, low, close, volume."""
+    rows = stocks[stocks["Ticker"] == "MSFT"]
+    return {f: rows[f.capitalize()].to_numpy(np.float64) for f in _FIELDS}
+
+
+def _panel(stocks: pd.DataFrame, how: str) -> Panel:
+    wide = {
+        f: stocks[stocks["Ticker"].isin(SYMBOLS)].pivot(index="Date", columns="Ticker", values=f.capitalize())
+        for f in _FIELDS
+    }
+    index = wide["close"].dropna(how="all" if how == "union" else "any").index
+    arrays = [wide[f].loc[index, list(SYMBOLS)].to_numpy(np.float64) for f in _FIELDS]
+    ts = index.to_numpy().astype("datetime64[ns]").astype(np.int64)
+    return Panel(ts, SYMBOLS, *arrays)
+
+
+@pytest.fixture(scope="session")
+def panel(stocks: pd.DataFrame) -> Panel:
+    """The four stocks on their common dates 2004-08-19..2013-03-01 (2148 rows, no gaps)."""
+    return _panel(stocks, "common")
+
+
+@pytest.fixture(scope="session")
+def gappy_panel(stocks: pd.DataFrame) -> Panel:
+    """The four stocks on the union of their dates from 2000-03-01; GOOG is NaN before 2004-08-19."""
+    return _panel(stocks, "union")
+
+
+@pytest.fixture(scope="session")
+def head() -> Callable[[Panel, int], Panel]:
+    """head(panel, k): the first k rows of a panel (copies, so no buffer is shared)."""
+
+    def _head(p: Panel, k: int) -> Panel:
+        return Panel(p.ts[:k].copy(), p.symbols, *(getattr(p, f)[:k].copy() for f in _FIELDS))
+
+    return _head
+
+
+@pytest.fixture(scope="session")
+def perturb_after() -> Callable[[Panel, int, str], Panel]:
+    """perturb_after(panel, t, how): rows > t scaled by 1.5 ("scale") or replaced by random bars ("random")."""
+
+    def _perturb(p: Panel, t: int, how: str) -> Panel:
+        arrays = {f: getattr(p, f).copy() for f in _FIELDS}
+        tail = slice(t + 1, None)
+        if how == "scale":
+            for f in _FIELDS:
+                arrays[f][tail] *= 1.5
+        else:
+            rng = np.random.default_rng(t)
+            shape = arrays["close"][tail].shape
+            close = rng.uniform(1.0, 500.0, shape)
+            arrays["close"][tail] = close
+            arrays["open"][tail] = close * rng.uniform(0.95, 1.05, shape)
+            arrays["high"][tail] = close * rng.uniform(1.0, 1.1, shape)
+            arrays["low"][tail] = close * rng.uniform(0.9, 1.0, shape)
+            arrays["volume"][tail] = rng.uniform(1e5, 1e7, shape)
+        gaps = np.isnan(p.close)
+        for f in _FIELDS:
+            arrays[f][gaps] = np.nan
+        return Panel(p.ts.copy(), p.symbols, *(arrays[f] for f in _FIELDS))
+
+    return _perturb

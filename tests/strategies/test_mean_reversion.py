@@ -1,0 +1,136 @@
+"""The mean-reversion strategy on a real 4-stock panel: its rule, OU filter, warm-up, prefix stability, causality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from strategies import indicators as ind
+from strategies import registry
+from strategies.base import Advice, Panel
+from strategies.mean_reversion import MeanReversion
+
+RATIONALE = {"z", "bb_mid", "bb_std", "rsi", "half_life"}
+
+
+def assert_same_rows(a: Advice, b: Advice, rows: int) -> None:
+    assert np.array_equal(a.strength[:rows], b.strength[:rows], equal_nan=True)
+    assert np.array_equal(a.confidence[:rows], b.confidence[:rows], equal_nan=True)
+    assert a.rationale.keys() == b.rationale.keys()
+    for key in a.rationale:
+        assert np.array_equal(a.rationale[key][:rows], b.rationale[key][:rows], equal_nan=True), key
+
+
+@pytest.fixture(scope="module")
+def full(panel: Panel) -> Advice:
+    return MeanReversion().compute(panel)
+
+
+def test_registry_finds_mean_reversion() -> None:
+    assert registry.get("mean_reversion") is MeanReversion
+    assert "mean_reversion" in registry.available()
+    strategy = registry.create("mean_reversion", {"entry_z": 2.0, "max_half_life": 10})
+    assert isinstance(strategy, MeanReversion) and strategy.params.max_half_life == 10.0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"entry_z": 3.0}, "entry_z"),
+        ({"entry_z": 2.0, "full_z": 1.0}, "entry_z"),
+        ({"rsi_oversold": 75}, "rsi_oversold"),
+        ({"ou_n": 2}, "ou_n"),
+        ({"max_half_life": 0}, "max_half_life"),
+        ({"rsi_boost": 0.5}, "rsi_boost"),
+        ({"half_life": 30}, "half_life"),
+    ],
+)
+def test_bad_params_raise_validation_error(params: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        MeanReversion(params)
+
+
+@pytest.mark.parametrize(("params", "warmup"), [({}, 61), ({"ou_n": 10}, 20), ({"bb_n": 100}, 100)])
+def test_abstains_exactly_during_warmup(panel: Panel, params: dict, warmup: int) -> None:
+    strategy = MeanReversion(params)
+    assert strategy.warmup == warmup
+    advice = strategy.compute(panel)
+    assert np.isnan(advice.strength[: warmup - 1]).all()
+    assert (advice.confidence[: warmup - 1] == 0).all()
+    assert not np.isnan(advice.strength[warmup - 1 :]).any()
+
+
+def test_ranges_shapes_and_rationale(panel: Panel, full: Advice) -> None:
+    shape = panel.close.shape
+    assert full.strength.shape == full.confidence.shape == shape
+    assert set(full.rationale) == RATIONALE
+    assert all(v.shape == shape for v in full.rationale.values())
+    s = full.strength[~np.isnan(full.strength)]
+    assert s.min() == -1 and s.max() == 1
+    assert full.confidence.min() >= 0 and full.confidence.max() <= 1
+
+
+def test_strength_and_confidence_follow_the_documented_rule(panel: Panel, full: Advice) -> None:
+    rows = slice(MeanReversion().warmup - 1, None)
+    close = panel.close[rows]
+    z, rsi, hl = (full.rationale[k][rows] for k in ("z", "rsi", "half_life"))
+    strength, confidence = full.strength[rows], full.confidence[rows]
+    for j in range(close.shape[1]):
+        c = panel.close[:, j]
+        np.testing.assert_allclose(z[:, j], ((c - ind.sma(c, 20)) / ind.stddev(c, 20))[rows], rtol=1e-12)
+        np.testing.assert_array_equal(hl[:, j], ind.ou_half_life(c, 60)[rows])
+
+    flat = ~np.isfinite(hl) | (hl > 30)
+    assert flat.any() and (~flat).any() and np.isinf(hl).any()
+    assert (strength[flat] == 0).all() and (confidence[flat] == 0).all()
+
+    active = ~flat
+    np.testing.assert_allclose(confidence[active], 1 - hl[active] / 30, rtol=1e-12)
+    confirmed = ((z < 0) & (rsi < 30)) | ((z > 0) & (rsi > 70))
+    expected = np.where(np.abs(z) > 1.5, -np.sign(z) * np.minimum(1, np.abs(z) / 3 * np.where(confirmed, 1.5, 1)), 0)
+    np.testing.assert_allclose(strength[active], expected[active], rtol=1e-12)
+    assert (active & (np.abs(z) > 1.5) & confirmed).any()
+    assert (strength[active & (z > 1.5)] < 0).all() and (strength[active & (z < -1.5)] > 0).all()
+    assert (strength[active & (np.abs(z) <= 1.5)] == 0).all()
+
+
+def test_fades_a_simulated_mean_reverting_series() -> None:
+    rng = np.random.default_rng(11)
+    x = np.zeros((600, 2))
+    for t in range(1, 600):
+        x[t] = 0.8 * x[t - 1] + rng.normal(0, 1, 2)
+    close = 100 + x
+    ts = np.arange(600, dtype=np.int64) * 86_400_000_000_000
+    advice = MeanReversion().compute(Panel(ts, ("A", "B"), close, close + 0.5, close - 0.5, close, np.ones_like(close)))
+    warm = ~np.isnan(advice.strength)
+    assert (advice.confidence[warm] > 0).mean() > 0.9
+    z = advice.rationale["z"][warm]
+    assert np.corrcoef(advice.strength[warm], z)[0, 1] < -0.7
+
+
+@pytest.mark.parametrize("k", [1, 10, 59, 60, 61, 62, 444, 1500, 2147])
+def test_prefix_stability(panel: Panel, full: Advice, head, k: int) -> None:
+    part = MeanReversion().compute(head(panel, k))
+    assert part.strength.shape == (k, 4)
+    assert_same_rows(part, full, k)
+
+
+@pytest.mark.parametrize("t", [30, 70, 900, 2100])
+@pytest.mark.parametrize("how", ["scale", "random"])
+def test_no_look_ahead(panel: Panel, full: Advice, perturb_after, t: int, how: str) -> None:
+    changed = MeanReversion().compute(perturb_after(panel, t, how))
+    assert_same_rows(changed, full, t + 1)
+    assert not np.array_equal(changed.rationale["z"][t + 40 :], full.rationale["z"][t + 40 :], equal_nan=True)
+
+
+def test_staggered_history_with_gaps(gappy_panel: Panel, head) -> None:
+    strategy = MeanReversion()
+    advice = strategy.compute(gappy_panel)
+    goog = gappy_panel.symbols.index("GOOG")
+    start = int(np.flatnonzero(~np.isnan(gappy_panel.close[:, goog]))[0])
+    col = advice.strength[:, goog]
+    assert np.isnan(col[: start + strategy.warmup - 1]).all()
+    assert not np.isnan(col[start + strategy.warmup - 1 :]).any()
+    for k in (start, start + 70, len(gappy_panel) - 1):
+        assert_same_rows(strategy.compute(head(gappy_panel, k)), advice, k)

@@ -1,0 +1,134 @@
+"""The momentum strategy on a real 4-stock panel: its rule, warm-up, prefix stability and causality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from strategies import registry
+from strategies.base import Advice, Panel
+from strategies.momentum import Momentum
+
+RATIONALE = {"sma_fast", "sma_slow", "roc", "rsi", "macd_hist", "atr", "adx"}
+
+
+def assert_same_rows(a: Advice, b: Advice, rows: int) -> None:
+    assert np.array_equal(a.strength[:rows], b.strength[:rows], equal_nan=True)
+    assert np.array_equal(a.confidence[:rows], b.confidence[:rows], equal_nan=True)
+    assert a.rationale.keys() == b.rationale.keys()
+    for key in a.rationale:
+        assert np.array_equal(a.rationale[key][:rows], b.rationale[key][:rows], equal_nan=True), key
+
+
+@pytest.fixture(scope="module")
+def full(panel: Panel) -> Advice:
+    return Momentum().compute(panel)
+
+
+def test_registry_finds_momentum() -> None:
+    assert registry.get("momentum") is Momentum
+    assert "momentum" in registry.available()
+    strategy = registry.create("momentum", {"fast": 10, "slow": 30})
+    assert isinstance(strategy, Momentum) and strategy.params.fast == 10
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"fast": 50, "slow": 50}, r"fast \(50\) must be < slow \(50\)"),
+        ({"fast": 60}, "must be < slow"),
+        ({"macd_fast": 30}, "macd_fast"),
+        ({"rsi_oversold": 80}, "rsi_oversold"),
+        ({"adx_n": 1}, "adx_n"),
+        ({"threshold": 20}, "threshold"),
+        ({"fast": "quick"}, "fast"),
+    ],
+)
+def test_bad_params_raise_validation_error(params: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Momentum(params)
+
+
+def test_params_are_frozen() -> None:
+    with pytest.raises(ValidationError):
+        Momentum().params.fast = 5
+
+
+@pytest.mark.parametrize(
+    ("params", "warmup"),
+    [({}, 50), ({"fast": 3, "slow": 10}, 34), ({"adx_n": 30}, 60), ({"roc_n": 70}, 71)],
+)
+def test_abstains_exactly_during_warmup(panel: Panel, params: dict, warmup: int) -> None:
+    strategy = Momentum(params)
+    assert strategy.warmup == warmup
+    advice = strategy.compute(panel)
+    assert np.isnan(advice.strength[: warmup - 1]).all()
+    assert (advice.confidence[: warmup - 1] == 0).all()
+    assert not np.isnan(advice.strength[warmup - 1 :]).any()
+
+
+def test_ranges_shapes_and_rationale(panel: Panel, full: Advice) -> None:
+    shape = panel.close.shape
+    assert full.strength.shape == full.confidence.shape == shape
+    assert set(full.rationale) == RATIONALE
+    assert all(v.shape == shape for v in full.rationale.values())
+    s = full.strength[~np.isnan(full.strength)]
+    assert s.min() >= -1 and s.max() <= 1
+    assert s.min() < -0.5 and s.max() > 0.5
+    assert full.confidence.min() >= 0 and full.confidence.max() <= 1
+    assert (full.confidence == 0).any() and (full.confidence == 1).any()
+
+
+def test_strength_and_confidence_follow_the_documented_rule(panel: Panel, full: Advice) -> None:
+    p = Momentum().params
+    r = full.rationale
+    rows = slice(Momentum().warmup - 1, None)
+    close = panel.close[rows]
+    atr = r["atr"][rows]
+    trend = np.sign(r["sma_fast"][rows] - r["sma_slow"][rows])
+    macd_term = np.tanh(r["macd_hist"][rows] / atr)
+    roc_term = np.tanh(r["roc"][rows] / 100 / (atr / close * np.sqrt(p.roc_n)))
+    raw = (trend + macd_term + roc_term) / 3
+    rsi = r["rsi"][rows]
+    damp = np.where((raw > 0) & (rsi > 70), (100 - rsi) / 30, np.where((raw < 0) & (rsi < 30), rsi / 30, 1.0))
+    np.testing.assert_allclose(full.strength[rows], raw * damp, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(full.confidence[rows], np.clip((r["adx"][rows] - 20) / 20, 0, 1), rtol=1e-12)
+    assert ((raw > 0) & (rsi > 70)).any() and ((raw < 0) & (rsi < 30)).any()
+
+
+def test_follows_a_steady_uptrend() -> None:
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(0.004 + rng.normal(0, 0.01, (300, 2)), axis=0))
+    ts = np.arange(300, dtype=np.int64) * 86_400_000_000_000
+    advice = Momentum().compute(Panel(ts, ("A", "B"), close, close * 1.01, close * 0.99, close, np.ones_like(close)))
+    assert np.nanmean(advice.strength) > 0.3
+
+
+@pytest.mark.parametrize("k", [1, 10, 48, 49, 50, 51, 333, 1000, 2147])
+def test_prefix_stability(panel: Panel, full: Advice, head, k: int) -> None:
+    part = Momentum().compute(head(panel, k))
+    assert part.strength.shape == (k, 4)
+    assert_same_rows(part, full, k)
+
+
+@pytest.mark.parametrize("t", [30, 60, 700, 2100])
+@pytest.mark.parametrize("how", ["scale", "random"])
+def test_no_look_ahead(panel: Panel, full: Advice, perturb_after, t: int, how: str) -> None:
+    changed = Momentum().compute(perturb_after(panel, t, how))
+    assert_same_rows(changed, full, t + 1)
+    assert not np.array_equal(changed.strength[t + 40 :], full.strength[t + 40 :], equal_nan=True)
+
+
+def test_staggered_history_with_gaps(gappy_panel: Panel, head) -> None:
+    strategy = Momentum()
+    advice = strategy.compute(gappy_panel)
+    goog = gappy_panel.symbols.index("GOOG")
+    start = int(np.flatnonzero(~np.isnan(gappy_panel.close[:, goog]))[0])
+    assert start > 1000
+    col = advice.strength[:, goog]
+    assert np.isnan(col[: start + strategy.warmup - 1]).all()
+    assert not np.isnan(col[start + strategy.warmup - 1 :]).any()
+    assert (advice.confidence[:start, goog] == 0).all()
+    for k in (start, start + 60, len(gappy_panel) - 1):
+        assert_same_rows(strategy.compute(head(gappy_panel, k)), advice, k)
