@@ -19,8 +19,8 @@ class ComplianceRules:
         self.blackouts = cfg.blackouts
         self.calendar_code = cfg.calendar
         calendar = get_calendar(cfg.calendar)
-        self._opens = calendar.opens.to_numpy().astype("datetime64[ns]").astype(np.int64)
-        self._closes = calendar.closes.to_numpy().astype("datetime64[ns]").astype(np.int64)
+        self._opens = pd.DatetimeIndex(calendar.opens).as_unit("ns").asi8
+        self._closes = pd.DatetimeIndex(calendar.closes).as_unit("ns").asi8
 
     def session_of(self, ts: datetime) -> int | None:
         """Index of the regular session whose hours (open to close, inclusive) contain ``ts``."""
