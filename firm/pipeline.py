@@ -80,6 +80,15 @@ class Pipeline:
         self.cfg = cfg
         agents = cfg.enabled_agents()
         self.agent_names = sorted(agents)
+        try:
+            ray.get_actor(cfg.cio.name)
+        except ValueError:
+            pass
+        else:
+            raise RuntimeError(
+                f"a CIO named {cfg.cio.name!r} already runs in namespace {cfg.ray.namespace!r}; "
+                "there is one decision authority per namespace"
+            )
         self.agents = [
             SignalAgent.options(name=f"agent:{name}", scheduling_strategy="SPREAD").remote(
                 name, agents[name].params, symbols
@@ -90,16 +99,9 @@ class Pipeline:
         self.compliance = ComplianceActor.options(name="compliance").remote(cfg.compliance)
         self.execution = ExecutionActor.options(name="execution").remote(cfg, symbols, str(run_dir / "orders.wal.jsonl"))
         weights = {name: agents[name].weight for name in self.agent_names}
-        try:
-            self.cio = CIOActor.options(name=cfg.cio.name).remote(
-                cfg.cio, weights, symbols, self.risk, self.compliance, self.execution
-            )
-        except ValueError as err:
-            self.shutdown()
-            raise RuntimeError(
-                f"a CIO named {cfg.cio.name!r} already runs in namespace {cfg.ray.namespace!r}; "
-                "there is one decision authority per namespace"
-            ) from err
+        self.cio = CIOActor.options(name=cfg.cio.name).remote(
+            cfg.cio, weights, symbols, self.risk, self.compliance, self.execution
+        )
         ray.get([a.ready.remote() for a in self.agents], timeout=ACTOR_READY_TIMEOUT_S)
 
     def submit(self, bars: Bars) -> ray.ObjectRef:
@@ -112,9 +114,8 @@ class Pipeline:
             ray.get(self.execution.close.remote(), timeout=30)
         except Exception:
             pass
-        for actor in (*self.agents, self.risk, self.compliance, self.execution, getattr(self, "cio", None)):
-            if actor is not None:
-                ray.kill(actor)
+        for actor in (*self.agents, self.risk, self.compliance, self.execution, self.cio):
+            ray.kill(actor)
         _wait_names_released([self.cfg.cio.name, "risk", "compliance", "execution", *(f"agent:{n}" for n in self.agent_names)])
 
 
