@@ -26,8 +26,14 @@ class CIOActor:
         self.execution = execution
         self.book = ray.get(execution.book.remote())
 
-    def run_batch(self, bars: Bars, agents: list[str], signal_refs: list[ray.ObjectRef]) -> BatchResult:
+    def run_batch(
+        self, bars_ref: list[ray.ObjectRef], agents: list[str], signal_refs: list[ray.ObjectRef]
+    ) -> BatchResult:
+        """Decide one batch. ``bars_ref`` is ``[ref]`` so the reference itself reaches the CIO and is
+        handed on to risk and execution, which read the bars from the object store."""
         t0 = time.perf_counter()
+        bars_ref = bars_ref[0]
+        bars: Bars = ray.get(bars_ref)
         ready, _ = ray.wait(signal_refs, num_returns=len(signal_refs), timeout=self.cfg.barrier_timeout_s)
         waited = time.perf_counter() - t0
         ready_set = set(ready)
@@ -44,16 +50,27 @@ class CIOActor:
                 failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
         missing = tuple(sorted([*late, *failed]))
 
-        executions = []
+        committed = []
+        decide_s = chain_s = 0.0
         start = 0
         while start < len(bars):
+            t1 = time.perf_counter()
             proposal = self.allocator.propose(bars, start, self.book, signals, missing)
-            review = self.risk.review.remote(proposal)
+            t2 = time.perf_counter()
+            review = self.risk.review.remote(proposal, bars_ref)
             review = self.compliance.review.remote(review)
-            done = ray.get(self.execution.execute.remote(review))
-            executions.append(done)
+            done = ray.get(self.execution.execute.remote(review, bars_ref))
+            chain_s += time.perf_counter() - t2
+            decide_s += t2 - t1
+            committed.append(done.committed)
             self.book = done.book
             for column, direction in done.rejected:
                 self.allocator.on_rejected(column, direction, bars.offset + done.stop - 1)
             start = done.stop
-        return BatchResult(bars, signals, late, failed, waited, executions)
+        timing = {
+            "barrier_s": waited,
+            "decide_s": decide_s,
+            "validate_execute_s": chain_s,
+            "cio_total_s": time.perf_counter() - t0,
+        }
+        return BatchResult(bars.offset, signals, late, failed, waited, committed, timing)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from firm.batches import Execution, Review
+from firm.batches import Bars, Execution, Review
 from firm.broker.sim import SimulatedBroker
 from firm.config import Config
 from firm.execution import ExecutionEngine
@@ -21,8 +21,9 @@ class ExecutionActor:
     def book(self) -> Book:
         return self.engine.broker.book.copy()
 
-    def execute(self, review: Review) -> Execution:
-        return self.engine.execute(review)
+    def execute(self, review: Review, bars: Bars) -> Execution:
+        committed, rejected = self.engine.execute(review, bars)
+        return Execution(committed.stop, committed.book, rejected, ray.put(committed))
 
     def close(self) -> None:
         self.engine.wal.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from firm.batches import Proposal, Review
+from firm.batches import Bars, Proposal, Review
 from firm.config import RiskConfig
 from firm.validation import review_risk
 from risk.limits import Limits
@@ -15,5 +15,5 @@ class RiskActor:
     def __init__(self, cfg: RiskConfig):
         self.limits = Limits(cfg.max_position_weight, cfg.max_gross_exposure, cfg.max_net_exposure, cfg.max_drawdown)
 
-    def review(self, proposal: Proposal) -> Review:
-        return review_risk(proposal, self.limits)
+    def review(self, proposal: Proposal, bars: Bars) -> Review:
+        return review_risk(proposal, bars, self.limits)

@@ -64,6 +64,11 @@ def main() -> None:
             f"({wall:.2f} s with actor start) -> {rates[batch]:,.0f} bars/s, {s.rows / res.replay_s:,.0f} sessions/s; "
             f"sub-batches {s.subbatches:,}, orders {s.orders:,}"
         )
+        t = s.timing
+        line += (
+            f"\n    in the CIO: barrier wait {t['barrier_s']:.2f} s, decide {t['decide_s']:.2f} s, "
+            f"risk->compliance->execution {t['validate_execute_s']:.2f} s of {t['cio_total_s']:.2f} s"
+        )
         if batch == 1:
             lat = np.asarray(res.latencies_s) * 1e3
             line += f"; latency per session p50 {np.percentile(lat, 50):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms"

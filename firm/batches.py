@@ -9,12 +9,14 @@ sub-batch is one row, so any batch size gives the same orders.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import ray
 
 from firm.events import DecisionEvent, FillEvent, OrderEvent, RiskAlertEvent, ValidatedDecisionEvent
 from firm.portfolio import Book
@@ -57,11 +59,31 @@ class SignalBatch:
     rationale: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-@dataclass
-class Proposal:
-    """CIO -> risk: decisions per row from ``start``, and the book they were decided on."""
+class _Blob:
+    """Crosses process boundaries as one C-pickled blob.
 
-    bars: Bars
+    Ray's serializer visits every object of a payload in Python; a proposal or review holds
+    hundreds of small events, and pickling them in C first is several times faster.
+    """
+
+    def __reduce__(self):
+        return (_restore, (type(self), pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)))
+
+
+def _restore(cls: type, blob: bytes):
+    obj = cls.__new__(cls)
+    obj.__dict__.update(pickle.loads(blob))
+    return obj
+
+
+@dataclass
+class Proposal(_Blob):
+    """CIO -> risk: decisions per row from ``start`` of a batch, and the book they were decided on.
+
+    The batch's bars travel separately (once, through the object store), not inside the proposal.
+    """
+
+    offset: int  # the batch's first row in the run
     start: int
     book: Book  # authoritative book before row ``start``
     decisions: list[list[DecisionEvent]]  # index k is row start + k
@@ -69,42 +91,54 @@ class Proposal:
 
 
 @dataclass
-class Review:
-    """Risk / compliance -> next stage: rows ``start..stop`` are consistent."""
+class Review(_Blob):
+    """Risk / compliance -> next stage: rows ``start..stop`` are consistent and validated."""
 
-    proposal: Proposal
+    offset: int
+    start: int
     stop: int
+    book: Book  # the book the proposal started from
+    fingerprints: list[tuple]  # the CIO's book fingerprint per row start..stop
     validated: list[list[ValidatedDecisionEvent]]  # per row start..stop
     alerts: list[list[RiskAlertEvent]]
 
 
 @dataclass
-class Execution:
-    """Execution -> CIO: rows ``start..stop`` are committed."""
+class Committed(_Blob):
+    """Everything that happened in rows ``start..stop`` of a batch, as execution committed it."""
 
-    review: Review
+    start: int
+    stop: int
+    validated: list[list[ValidatedDecisionEvent]]
+    alerts: list[list[RiskAlertEvent]]
     orders: list[list[OrderEvent]]
     fills: list[list[FillEvent]]
     equity: list[float]
-    book: Book  # authoritative after row stop - 1
+    book: Book  # after row stop - 1
+
+
+@dataclass
+class Execution:
+    """Execution -> CIO: how far the sub-batch got, the true book, and what was rejected last.
+
+    The committed events go straight to the driver through the object store (``committed``); the
+    CIO only passes the reference on.
+    """
+
+    stop: int
+    book: Book
     rejected: list[tuple[int, int]]  # (column, direction) rejected in row stop - 1
-
-    @property
-    def start(self) -> int:
-        return self.review.proposal.start
-
-    @property
-    def stop(self) -> int:
-        return self.review.stop
+    committed: ray.ObjectRef
 
 
 @dataclass
 class BatchResult:
-    """CIO -> driver: everything committed for one batch."""
+    """CIO -> driver: one batch's signals and references to what each sub-batch committed."""
 
-    bars: Bars
+    offset: int
     signals: list[SignalBatch]  # the ones that made the barrier
     late: list[str]  # agents whose signals missed the barrier
     failed: dict[str, str]  # agent -> error, for agents whose call raised
     barrier_wait_s: float
-    executions: list[Execution]
+    committed: list[ray.ObjectRef]
+    timing: dict[str, float] = field(default_factory=dict)  # seconds spent in the CIO, by phase

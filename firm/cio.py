@@ -135,7 +135,7 @@ class Allocator:
             for d in row_decisions:
                 projected.submit(pending_order(d, self.symbols))
             decisions.append(row_decisions)
-        return Proposal(bars=bars, start=start, book=book, decisions=decisions, fingerprints=fingerprints)
+        return Proposal(offset=bars.offset, start=start, book=book, decisions=decisions, fingerprints=fingerprints)
 
 
 def order_ref(decision: DecisionEvent) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from firm.batches import Execution, Review
+from firm.batches import Bars, Committed, Review
 from firm.broker.base import Broker
 from firm.cio import order_ref
 from firm.events import FillEvent, OrderEvent, Side, ValidatedDecisionEvent
@@ -25,17 +25,17 @@ class ExecutionEngine:
         self.broker = broker
         self.wal = wal
 
-    def execute(self, review: Review) -> Execution:
-        proposal = review.proposal
-        bars, start = proposal.bars, proposal.start
+    def execute(self, review: Review, bars: Bars) -> tuple[Committed, list[tuple[int, int]]]:
+        """Commit rows ``start..stop``: fills at the open, then the approved orders, WAL first."""
+        start = review.start
         panel = bars.panel
-        if self.broker.book.fingerprint() != proposal.book.fingerprint():
+        if self.broker.book.fingerprint() != review.book.fingerprint():
             raise ProjectionMismatch("the proposal starts from a book the broker does not have")
         orders, fills, equity = [], [], []
         for k in range(start, review.stop):
             raw = self.broker.on_bar(panel.open[k], panel.close[k])
             fills.append([self._fill_event(f, bars.opens_at[k]) for f in raw])
-            if self.broker.book.fingerprint() != proposal.fingerprints[k - start]:
+            if self.broker.book.fingerprint() != review.fingerprints[k - start]:
                 raise ProjectionMismatch(f"row {bars.offset + k}: the CIO's projected book differs from the broker's")
             row = [self._order(vd) for vd in review.validated[k - start] if vd.approved]
             if row:
@@ -44,14 +44,15 @@ class ExecutionEngine:
                     self.broker.submit(order)
             orders.append(row)
             equity.append(self.broker.book.equity)
-        last = review.validated[review.stop - 1 - start] if review.stop > start else []
         symbols = self.broker.book.symbols
         rejected = [
             (symbols.index(vd.decision.symbol), 1 if vd.decision.side is Side.BUY else -1)
-            for vd in last
+            for vd in review.validated[-1]
             if not vd.approved
         ]
-        return Execution(review, orders, fills, equity, self.broker.book.copy(), rejected)
+        book = self.broker.book.copy()
+        committed = Committed(start, review.stop, review.validated, review.alerts, orders, fills, equity, book)
+        return committed, rejected
 
     @staticmethod
     def _order(vd: ValidatedDecisionEvent) -> OrderEvent:

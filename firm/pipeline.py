@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -14,7 +15,7 @@ import numpy as np
 import ray
 import yaml
 
-from firm.batches import BatchResult, Bars
+from firm.batches import BatchResult, Bars, Committed
 from firm.config import Config
 from firm.data.market import MarketData, load_market_data
 from firm.data.validate import write_quarantine
@@ -107,7 +108,7 @@ class Pipeline:
     def submit(self, bars: Bars) -> ray.ObjectRef:
         bars_ref = ray.put(bars)
         signal_refs = [agent.on_bars.remote(bars_ref) for agent in self.agents]
-        return self.cio.run_batch.remote(bars_ref, self.agent_names, signal_refs)
+        return self.cio.run_batch.remote([bars_ref], self.agent_names, signal_refs)
 
     def shutdown(self) -> None:
         try:
@@ -137,9 +138,8 @@ def batches(data: MarketData, size: int):
         yield Bars(offset=i, panel=data.slice(i, min(i + size, n)), session_open=data.session_open[i : i + size])
 
 
-def journal_batch(journal: Journal, result: BatchResult) -> None:
+def journal_batch(journal: Journal, bars: Bars, result: BatchResult, committed: list[Committed]) -> None:
     """Write a committed batch in market-time order, row by row."""
-    bars = result.bars
     panel = bars.panel
     symbols = panel.symbols
     stamps = bars.stamps
@@ -157,44 +157,50 @@ def journal_batch(journal: Journal, result: BatchResult) -> None:
             for agent in sorted([*result.late, *result.failed])
         )
     rows = {}
-    for ex in result.executions:
-        for k in range(ex.start, ex.stop):
-            i = k - ex.start
-            rows[k] = (ex.fills[i], ex.review.alerts[i], ex.review.validated[i], ex.orders[i])
-    valid = ~np.isnan(panel.close)
+    for part in committed:
+        for k in range(part.start, part.stop):
+            i = k - part.start
+            rows[k] = (part.fills[i], part.alerts[i], part.validated[i], part.orders[i])
+    o, h, lo, c, v = (getattr(panel, f).tolist() for f in ("open", "high", "low", "close", "volume"))
+    signals = [
+        (sig.agent, sig.strength.tolist(), sig.confidence.tolist(), [(key, a.tolist()) for key, a in sig.rationale.items()])
+        for sig in result.signals
+    ]
     for k in range(len(bars)):
         fills, alerts, validated, orders = rows[k]
         events: list[Event] = list(fills)
         stamp, ts = stamps[k], closes_at[k]
-        for j in np.flatnonzero(valid[k]).tolist():
+        for j, symbol in enumerate(symbols):
+            if c[k][j] != c[k][j]:
+                continue
             events.append(
                 MarketDataEvent(
-                    id=f"bar:{symbols[j]}:{stamp}",
+                    id=f"bar:{symbol}:{stamp}",
                     ts=ts,
-                    symbol=symbols[j],
-                    open=float(panel.open[k, j]),
-                    high=float(panel.high[k, j]),
-                    low=float(panel.low[k, j]),
-                    close=float(panel.close[k, j]),
-                    volume=float(panel.volume[k, j]),
+                    symbol=symbol,
+                    open=o[k][j],
+                    high=h[k][j],
+                    low=lo[k][j],
+                    close=c[k][j],
+                    volume=v[k][j],
                 )
             )
-        for sig in result.signals:
-            for j in np.flatnonzero(~np.isnan(sig.strength[k])).tolist():
-                s = float(sig.strength[k, j])
+        for agent, strength, confidence, rationale in signals:
+            for j, symbol in enumerate(symbols):
+                st = strength[k][j]
+                if st != st:
+                    continue
                 events.append(
                     SignalEvent(
-                        id=f"sig:{sig.agent}:{symbols[j]}:{stamp}",
-                        cause_id=f"bar:{symbols[j]}:{stamp}",
+                        id=f"sig:{agent}:{symbol}:{stamp}",
+                        cause_id=f"bar:{symbol}:{stamp}",
                         ts=ts,
-                        agent=sig.agent,
-                        symbol=symbols[j],
-                        direction=(s > 0) - (s < 0),
-                        strength=s,
-                        confidence=float(sig.confidence[k, j]),
-                        rationale={
-                            key: float(v[k, j]) for key, v in sig.rationale.items() if np.isfinite(v[k, j])
-                        },
+                        agent=agent,
+                        symbol=symbol,
+                        direction=(st > 0) - (st < 0),
+                        strength=st,
+                        confidence=confidence[k][j],
+                        rationale={key: x[k][j] for key, x in rationale if math.isfinite(x[k][j])},
                     )
                 )
         events.extend(alerts)
@@ -246,7 +252,7 @@ def run(
     address: str | None = None,
     progress: bool = True,
     in_flight: int = 2,
-    on_batch: Callable[[BatchResult], None] | None = None,
+    on_batch: Callable[[Bars, BatchResult, list[Committed]], None] | None = None,
 ) -> RunResult:
     """Replay ``cfg``'s market data through the whole pipeline; returns where it wrote and what it did."""
     data = load_market_data(cfg.data)
@@ -262,23 +268,24 @@ def run(
     latencies: list[float] = []
     t0 = time.perf_counter()
     try:
-        pending: list[tuple[ray.ObjectRef, float]] = []
+        pending: list[tuple[Bars, ray.ObjectRef, float]] = []
         rows_done = 0
 
         def drain_one() -> None:
             nonlocal rows_done
-            ref, submitted = pending.pop(0)
+            bars, ref, submitted = pending.pop(0)
             result: BatchResult = ray.get(ref)
+            committed: list[Committed] = ray.get(result.committed)
             latencies.append(time.perf_counter() - submitted)
-            journal_batch(journal, result)
-            stats.add(result)
-            rows_done += len(result.bars)
+            journal_batch(journal, bars, result, committed)
+            stats.add(bars, result, committed)
+            rows_done += len(bars)
             if on_batch:
-                on_batch(result)
-            progress_line.update(stats, rows_done, result.bars.stamps[-1][:8])
+                on_batch(bars, result, committed)
+            progress_line.update(stats, rows_done, bars.stamps[-1][:8])
 
         for bars in batches(data, cfg.run.batch):
-            pending.append((pipeline.submit(bars), time.perf_counter()))
+            pending.append((bars, pipeline.submit(bars), time.perf_counter()))
             if len(pending) >= in_flight:
                 drain_one()
         while pending:

@@ -39,6 +39,7 @@ class RunStats:
     first_ts: str = ""
     last_ts: str = ""
     final_book: object = None
+    timing: Counter = field(default_factory=Counter)
     order_log_sha256: str = ""
     journal_sha256: str = ""
     run_dir: str = ""
@@ -54,8 +55,7 @@ class RunStats:
         peak = max(self.initial_cash, max(self.equity))
         return 1.0 - self.equity[-1] / peak
 
-    def add(self, result) -> None:
-        bars = result.bars
+    def add(self, bars, result, committed) -> None:
         n = len(bars)
         self.rows += n
         self.bars += int(np.count_nonzero(~np.isnan(bars.panel.close)))
@@ -66,13 +66,14 @@ class RunStats:
         for agent in (*result.late, *result.failed):
             self.late_signals += 1
             self.late_by_agent[agent] += 1
+        self.timing.update(result.timing)
         stamps = pd.to_datetime(bars.panel.ts, utc=True)
         if not self.first_ts:
             self.first_ts = stamps[0].date().isoformat()
         self.last_ts = stamps[-1].date().isoformat()
-        for ex in result.executions:
+        for ex in committed:
             self.subbatches += 1
-            for row in ex.review.validated:
+            for row in ex.validated:
                 for vd in row:
                     self.decisions += 1
                     d = vd.decision

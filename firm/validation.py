@@ -6,7 +6,9 @@ on a book that assumed the rejected trade, so they go back to the CIO with the r
 
 from __future__ import annotations
 
-from firm.batches import Proposal, Review
+from dataclasses import replace
+
+from firm.batches import Bars, Proposal, Review
 from firm.cio import pending_order
 from firm.compliance import ComplianceRules
 from firm.events import DecisionEvent, RiskAlertEvent, Side, ValidatedDecisionEvent, Verdict
@@ -17,10 +19,9 @@ def _verdict(validator: str, check) -> Verdict:
     return Verdict(validator=validator, approved=check.approved, rule=check.rule, reason=check.reason)
 
 
-def review_risk(proposal: Proposal, limits: Limits) -> Review:
+def review_risk(proposal: Proposal, bars: Bars, limits: Limits) -> Review:
     """Check every decision against the limits on risk's own projection of the book."""
     book = proposal.book.copy()
-    bars = proposal.bars
     panel = bars.panel
     symbols = book.symbols
     validated, alerts = [], []
@@ -63,12 +64,20 @@ def review_risk(proposal: Proposal, limits: Limits) -> Review:
         if rejected:
             stop = k + 1
             break
-    return Review(proposal=proposal, stop=stop, validated=validated, alerts=alerts)
+    return Review(
+        offset=proposal.offset,
+        start=proposal.start,
+        stop=stop,
+        book=proposal.book,
+        fingerprints=proposal.fingerprints[: stop - proposal.start],
+        validated=validated,
+        alerts=alerts,
+    )
 
 
 def review_compliance(review: Review, rules: ComplianceRules) -> Review:
     """Check the decisions risk approved; risk's rejections pass through untouched."""
-    start = review.proposal.start
+    start = review.start
     validated = []
     stop = review.stop
     for k in range(start, review.stop):
@@ -85,7 +94,13 @@ def review_compliance(review: Review, rules: ComplianceRules) -> Review:
         if rejected:
             stop = k + 1
             break
-    return Review(proposal=review.proposal, stop=stop, validated=validated, alerts=review.alerts[: stop - start])
+    return replace(
+        review,
+        stop=stop,
+        fingerprints=review.fingerprints[: stop - start],
+        validated=validated,
+        alerts=review.alerts[: stop - start],
+    )
 
 
 def _validated(

@@ -63,3 +63,55 @@ def test_the_cio_is_a_named_singleton(data, tmp_path):
         pipeline.shutdown()
     with pytest.raises(ValueError):
         ray.get_actor(cfg.cio.name)
+
+
+@ray.remote(num_cpus=0)
+def _late(agent, bars_ref, delay_s):
+    """The agent's real signals, delivered after ``delay_s``: a slow agent as the CIO sees it."""
+    import time
+
+    time.sleep(delay_s)
+    return ray.get(agent.on_bars.remote(bars_ref))
+
+
+@ray.remote(num_cpus=0)
+def _broken():
+    raise RuntimeError("feed handler crashed")
+
+
+def test_the_cio_decides_without_late_or_failed_agents_and_says_so(data, tmp_path):
+    from firm.journal import Journal, read_jsonl
+    from firm.pipeline import journal_batch
+
+    cfg, market = data
+    cfg = cfg.model_copy(update={"cio": cfg.cio.model_copy(update={"barrier_timeout_s": 0.5})})
+    pipeline = Pipeline(cfg, market.panel.symbols, tmp_path)
+    try:
+        bars = next(iter(batches(market, 120)))
+        bars_ref = ray.put(bars)
+        with pytest.raises(ray.exceptions.RayTaskError):
+            ray.get(_broken.remote())  # a worker process is started, so the next failure is immediate
+        momentum = pipeline.agents[pipeline.agent_names.index("momentum")]
+        mean_rev = pipeline.agents[pipeline.agent_names.index("mean_reversion")]
+        broken = _broken.remote()  # first, so it gets the warm worker
+        refs = [momentum.on_bars.remote(bars_ref), _late.remote(mean_rev, bars_ref, 5.0), broken]
+        names = ["momentum", "mean_reversion", "sentiment"]
+        result = ray.get(pipeline.cio.run_batch.remote([bars_ref], names, refs))
+        assert result.late == ["mean_reversion"]
+        assert "feed handler crashed" in result.failed["sentiment"]
+        assert 0.45 <= result.barrier_wait_s < 3.0
+        assert [s.agent for s in result.signals] == ["momentum"]
+        committed = ray.get(result.committed)
+        decisions = [vd.decision for part in committed for row in part.validated for vd in row]
+        assert decisions, "momentum alone should still trade in 2008"
+        for d in decisions:
+            assert d.late_agents == ("mean_reversion", "sentiment")
+            assert all(sid.startswith("sig:momentum:") for sid in d.signal_ids)
+
+        journal = Journal(tmp_path / "journal.jsonl")
+        journal_batch(journal, bars, result, committed)
+        journal.close()
+        late = [r for r in read_jsonl(tmp_path / "journal.jsonl") if r["type"] == "LateSignalEvent"]
+        assert {r["agent"]: r["reason"][:6] for r in late} == {"mean_reversion": "missed", "sentiment": "RayTas"}
+    finally:
+        pipeline.shutdown()

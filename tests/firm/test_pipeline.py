@@ -275,20 +275,3 @@ def test_bad_bars_are_quarantined_and_never_traded(tmp_path):
     for r in journal:
         if r["type"] in ("MarketDataEvent", "SignalEvent", "DecisionEvent"):
             assert (r["symbol"], r["ts"][:10]) not in poisoned, r
-
-
-def test_late_signals_are_left_out_and_journaled(tmp_path):
-    cfg = _config(
-        tmp_path, **{"cio.barrier_timeout_s": 0.001, "data.end": "2008-12-31", "run.batch": 64}
-    )
-    result = run(cfg, config_name="late", progress=False)
-    assert result.stats.late_signals > 0
-    journal = read_jsonl(result.run_dir / "journal.jsonl")
-    late = [r for r in journal if r["type"] == "LateSignalEvent"]
-    assert late and all("barrier" in r["reason"] for r in late)
-    late_batches = defaultdict(set)
-    for r in late:
-        late_batches[r["ts"]].add(r["agent"])
-    for d in (r for r in journal if r["type"] == "DecisionEvent"):
-        for agent in d["late_agents"]:
-            assert not any(sid.startswith(f"sig:{agent}:") for sid in d["signal_ids"])
