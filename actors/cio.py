@@ -47,7 +47,8 @@ class CIOActor:
             try:
                 signals.append(ray.get(ref))
             except RayError as err:
-                failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                cause = getattr(err, "cause", None) or err
+                failed[name] = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300]}"
         missing = tuple(sorted([*late, *failed]))
 
         committed = []

@@ -112,6 +112,6 @@ def test_the_cio_decides_without_late_or_failed_agents_and_says_so(data, tmp_pat
         journal_batch(journal, bars, result, committed)
         journal.close()
         late = [r for r in read_jsonl(tmp_path / "journal.jsonl") if r["type"] == "LateSignalEvent"]
-        assert {r["agent"]: r["reason"][:6] for r in late} == {"mean_reversion": "missed", "sentiment": "RayTas"}
+        assert {r["agent"]: r["reason"][:6] for r in late} == {"mean_reversion": "missed", "sentiment": "Runtim"}
     finally:
         pipeline.shutdown()
