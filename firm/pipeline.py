@@ -53,17 +53,15 @@ def start_ray(cfg: Config, address: str | None) -> float:
     if ray.is_initialized():
         return 0.0
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    numba_cache = str(Path(".numba_cache").resolve())
-    kwargs = dict(
-        address=address,
-        namespace=cfg.ray.namespace,
-        log_to_driver=True,
-        configure_logging=True,
-        logging_level="WARNING",
-        runtime_env={"env_vars": {"NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", numba_cache)}},
-    )
+    kwargs = dict(address=address, namespace=cfg.ray.namespace, configure_logging=True, logging_level="WARNING")
     if address is None:
-        kwargs.update(num_cpus=cfg.ray.num_cpus, include_dashboard=False)
+        # One machine: the workers share one numba cache, so each kernel compiles once, not per actor.
+        cache = os.environ.get("NUMBA_CACHE_DIR", str(Path(".numba_cache").resolve()))
+        kwargs.update(
+            num_cpus=cfg.ray.num_cpus,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"NUMBA_CACHE_DIR": cache}},
+        )
     ray.init(**kwargs)
     return time.perf_counter() - t0
 
