@@ -26,14 +26,9 @@ class CIOActor:
         self.execution = execution
         self.book = ray.get(execution.book.remote())
 
-    def run_batch(
-        self, bars_ref: list[ray.ObjectRef], agents: list[str], signal_refs: list[ray.ObjectRef]
-    ) -> BatchResult:
-        """Decide one batch. ``bars_ref`` is ``[ref]`` so the reference itself reaches the CIO and is
-        handed on to risk and execution, which read the bars from the object store."""
+    def run_batch(self, bars: Bars, agents: list[str], signal_refs: list[ray.ObjectRef]) -> BatchResult:
+        """Decide one batch: barrier on the agents' signals, then decisions through the validators."""
         t0 = time.perf_counter()
-        bars_ref = bars_ref[0]
-        bars: Bars = ray.get(bars_ref)
         ready, _ = ray.wait(signal_refs, num_returns=len(signal_refs), timeout=self.cfg.barrier_timeout_s)
         waited = time.perf_counter() - t0
         ready_set = set(ready)
@@ -58,9 +53,9 @@ class CIOActor:
             t1 = time.perf_counter()
             proposal = self.allocator.propose(bars, start, self.book, signals, missing)
             t2 = time.perf_counter()
-            review = self.risk.review.remote(proposal, bars_ref)
+            review = self.risk.review.remote(proposal, bars)
             review = self.compliance.review.remote(review)
-            done = ray.get(self.execution.execute.remote(review, bars_ref))
+            done = ray.get(self.execution.execute.remote(review, bars))
             chain_s += time.perf_counter() - t2
             decide_s += t2 - t1
             committed.append(done.committed)

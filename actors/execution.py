@@ -22,8 +22,7 @@ class ExecutionActor:
         return self.engine.broker.book.copy()
 
     def execute(self, review: Review, bars: Bars) -> Execution:
-        committed, rejected = self.engine.execute(review, bars)
-        return Execution(committed.stop, committed.book, rejected, ray.put(committed))
+        return Execution(*self.engine.execute(review, bars))
 
     def close(self) -> None:
         self.engine.wal.close()

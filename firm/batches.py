@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import cached_property
 
 import numpy as np
-import pandas as pd
-import ray
 
 from firm.events import DecisionEvent, FillEvent, OrderEvent, RiskAlertEvent, ValidatedDecisionEvent
 from firm.portfolio import Book
@@ -35,17 +33,22 @@ class Bars:
         return len(self.panel.ts)
 
     @cached_property
-    def stamps(self) -> list[str]:
-        """Compact UTC stamps of the bar closes, used in event ids."""
-        return list(pd.to_datetime(self.panel.ts, utc=True).strftime("%Y%m%dT%H%M"))
-
-    @cached_property
     def closes_at(self) -> list[datetime]:
-        return list(pd.to_datetime(self.panel.ts, utc=True).to_pydatetime())
+        return _datetimes(self.panel.ts)
 
     @cached_property
     def opens_at(self) -> list[datetime]:
-        return list(pd.to_datetime(self.session_open, utc=True).to_pydatetime())
+        return _datetimes(self.session_open)
+
+    @cached_property
+    def stamps(self) -> list[str]:
+        """Compact UTC stamps of the bar closes, used in event ids."""
+        return [t.strftime("%Y%m%dT%H%M") for t in self.closes_at]
+
+
+def _datetimes(ns: np.ndarray) -> list[datetime]:
+    """UTC datetimes of whole-second epoch nanoseconds (session opens and closes are on the minute)."""
+    return [datetime.fromtimestamp(t // 1_000_000_000, tz=timezone.utc) for t in ns.tolist()]
 
 
 @dataclass
@@ -80,7 +83,7 @@ def _restore(cls: type, blob: bytes):
 class Proposal(_Blob):
     """CIO -> risk: decisions per row from ``start`` of a batch, and the book they were decided on.
 
-    The batch's bars travel separately (once, through the object store), not inside the proposal.
+    The batch's bars travel beside the proposal, not inside it.
     """
 
     offset: int  # the batch's first row in the run
@@ -119,26 +122,28 @@ class Committed(_Blob):
 
 @dataclass
 class Execution:
-    """Execution -> CIO: how far the sub-batch got, the true book, and what was rejected last.
+    """Execution -> CIO: what was committed, and what was rejected in its last row."""
 
-    The committed events go straight to the driver through the object store (``committed``); the
-    CIO only passes the reference on.
-    """
-
-    stop: int
-    book: Book
+    committed: Committed
     rejected: list[tuple[int, int]]  # (column, direction) rejected in row stop - 1
-    committed: ray.ObjectRef
+
+    @property
+    def stop(self) -> int:
+        return self.committed.stop
+
+    @property
+    def book(self) -> Book:
+        return self.committed.book
 
 
 @dataclass
 class BatchResult:
-    """CIO -> driver: one batch's signals and references to what each sub-batch committed."""
+    """CIO -> driver: one batch's signals and what each of its sub-batches committed."""
 
     offset: int
     signals: list[SignalBatch]  # the ones that made the barrier
     late: list[str]  # agents whose signals missed the barrier
     failed: dict[str, str]  # agent -> error, for agents whose call raised
     barrier_wait_s: float
-    committed: list[ray.ObjectRef]
+    committed: list[Committed]
     timing: dict[str, float] = field(default_factory=dict)  # seconds spent in the CIO, by phase

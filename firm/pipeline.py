@@ -106,7 +106,7 @@ class Pipeline:
     def submit(self, bars: Bars) -> ray.ObjectRef:
         bars_ref = ray.put(bars)
         signal_refs = [agent.on_bars.remote(bars_ref) for agent in self.agents]
-        return self.cio.run_batch.remote([bars_ref], self.agent_names, signal_refs)
+        return self.cio.run_batch.remote(bars_ref, self.agent_names, signal_refs)
 
     def shutdown(self) -> None:
         try:
@@ -273,7 +273,7 @@ def run(
             nonlocal rows_done
             bars, ref, submitted = pending.pop(0)
             result: BatchResult = ray.get(ref)
-            committed: list[Committed] = ray.get(result.committed)
+            committed = result.committed
             latencies.append(time.perf_counter() - submitted)
             journal_batch(journal, bars, result, committed)
             stats.add(bars, result, committed)

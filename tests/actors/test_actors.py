@@ -96,12 +96,12 @@ def test_the_cio_decides_without_late_or_failed_agents_and_says_so(data, tmp_pat
         broken = _broken.remote()  # first, so it gets the warm worker
         refs = [momentum.on_bars.remote(bars_ref), _late.remote(mean_rev, bars_ref, 5.0), broken]
         names = ["momentum", "mean_reversion", "sentiment"]
-        result = ray.get(pipeline.cio.run_batch.remote([bars_ref], names, refs))
+        result = ray.get(pipeline.cio.run_batch.remote(bars_ref, names, refs))
         assert result.late == ["mean_reversion"]
         assert "feed handler crashed" in result.failed["sentiment"]
         assert 0.45 <= result.barrier_wait_s < 3.0
         assert [s.agent for s in result.signals] == ["momentum"]
-        committed = ray.get(result.committed)
+        committed = result.committed
         decisions = [vd.decision for part in committed for row in part.validated for vd in row]
         assert decisions, "momentum alone should still trade in 2008"
         for d in decisions:
