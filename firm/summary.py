@@ -40,6 +40,8 @@ class RunStats:
     last_ts: str = ""
     final_book: object = None
     timing: Counter = field(default_factory=Counter)
+    first_close: dict = field(default_factory=dict)
+    last_close: dict = field(default_factory=dict)
     order_log_sha256: str = ""
     journal_sha256: str = ""
     run_dir: str = ""
@@ -67,6 +69,12 @@ class RunStats:
             self.late_signals += 1
             self.late_by_agent[agent] += 1
         self.timing.update(result.timing)
+        closes = bars.panel.close
+        for j, symbol in enumerate(self.symbols):
+            valid = np.flatnonzero(~np.isnan(closes[:, j]))
+            if valid.size:
+                self.first_close.setdefault(symbol, float(closes[valid[0], j]))
+                self.last_close[symbol] = float(closes[valid[-1], j])
         stamps = pd.to_datetime(bars.panel.ts, utc=True)
         if not self.first_ts:
             self.first_ts = stamps[0].date().isoformat()
@@ -105,6 +113,11 @@ class RunStats:
 
     def performance(self) -> dict[str, float]:
         return performance(np.asarray(self.equity), self.initial_cash)
+
+    def buy_and_hold(self) -> float:
+        """Return of an equal-weight buy-and-hold of the instruments, first to last close, no costs."""
+        moves = [self.last_close[s] / self.first_close[s] for s in self.first_close]
+        return float(np.mean(moves) - 1.0) if moves else 0.0
 
     def positions(self) -> list[dict]:
         book = self.final_book
@@ -151,6 +164,7 @@ class RunStats:
             "initial_equity": self.initial_cash,
             "final_equity": round(self.last_equity, 2),
             "performance": self.performance(),
+            "buy_and_hold_return": self.buy_and_hold(),
             "positions": self.positions(),
             "subbatches": self.subbatches,
             "order_log_sha256": self.order_log_sha256,
@@ -196,7 +210,8 @@ class RunStats:
         lines += [
             "",
             f"equity           ${d['initial_equity']:,.2f} -> ${d['final_equity']:,.2f}",
-            f"return           total {p['total_return']:+.2%}, annualised {p['annual_return']:+.2%}",
+            f"return           total {p['total_return']:+.2%}, annualised {p['annual_return']:+.2%} "
+            f"(equal-weight buy and hold {d['buy_and_hold_return']:+.2%})",
             f"risk             volatility {p['annual_volatility']:.2%} a year, Sharpe {p['sharpe']:.2f} (rf 0), "
             f"max drawdown {p['max_drawdown']:.2%}",
             f"order log        sha256 {d['order_log_sha256']}",

@@ -99,3 +99,17 @@ def perturb_after() -> Callable[[Panel, int, str], Panel]:
         return Panel(p.ts.copy(), p.symbols, *(arrays[f] for f in _FIELDS))
 
     return _perturb
+
+
+@pytest.fixture(scope="session")
+def assert_same_rows():
+    """Asserts that two Advice agree bit for bit (NaN equal to NaN) on their first ``rows`` rows."""
+
+    def check(a, b, rows: int) -> None:
+        assert np.array_equal(a.strength[:rows], b.strength[:rows], equal_nan=True)
+        assert np.array_equal(a.confidence[:rows], b.confidence[:rows], equal_nan=True)
+        assert a.rationale.keys() == b.rationale.keys()
+        for key in a.rationale:
+            assert np.array_equal(a.rationale[key][:rows], b.rationale[key][:rows], equal_nan=True), key
+
+    return check

@@ -14,14 +14,6 @@ from strategies.mean_reversion import MeanReversion
 RATIONALE = {"z", "bb_mid", "bb_std", "rsi", "half_life"}
 
 
-def assert_same_rows(a: Advice, b: Advice, rows: int) -> None:
-    assert np.array_equal(a.strength[:rows], b.strength[:rows], equal_nan=True)
-    assert np.array_equal(a.confidence[:rows], b.confidence[:rows], equal_nan=True)
-    assert a.rationale.keys() == b.rationale.keys()
-    for key in a.rationale:
-        assert np.array_equal(a.rationale[key][:rows], b.rationale[key][:rows], equal_nan=True), key
-
-
 @pytest.fixture(scope="module")
 def full(panel: Panel) -> Advice:
     return MeanReversion().compute(panel)
@@ -110,7 +102,7 @@ def test_fades_a_simulated_mean_reverting_series() -> None:
 
 
 @pytest.mark.parametrize("k", [1, 10, 59, 60, 61, 62, 444, 1500, 2147])
-def test_prefix_stability(panel: Panel, full: Advice, head, k: int) -> None:
+def test_prefix_stability(panel: Panel, full: Advice, head, k: int, assert_same_rows) -> None:
     part = MeanReversion().compute(head(panel, k))
     assert part.strength.shape == (k, 4)
     assert_same_rows(part, full, k)
@@ -118,13 +110,13 @@ def test_prefix_stability(panel: Panel, full: Advice, head, k: int) -> None:
 
 @pytest.mark.parametrize("t", [30, 70, 900, 2100])
 @pytest.mark.parametrize("how", ["scale", "random"])
-def test_no_look_ahead(panel: Panel, full: Advice, perturb_after, t: int, how: str) -> None:
+def test_no_look_ahead(panel: Panel, full: Advice, perturb_after, t: int, how: str, assert_same_rows) -> None:
     changed = MeanReversion().compute(perturb_after(panel, t, how))
     assert_same_rows(changed, full, t + 1)
     assert not np.array_equal(changed.rationale["z"][t + 40 :], full.rationale["z"][t + 40 :], equal_nan=True)
 
 
-def test_staggered_history_with_gaps(gappy_panel: Panel, head) -> None:
+def test_staggered_history_with_gaps(gappy_panel: Panel, head, assert_same_rows) -> None:
     strategy = MeanReversion()
     advice = strategy.compute(gappy_panel)
     goog = gappy_panel.symbols.index("GOOG")

@@ -13,14 +13,6 @@ from strategies.momentum import Momentum
 RATIONALE = {"sma_fast", "sma_slow", "roc", "rsi", "macd_hist", "atr", "adx"}
 
 
-def assert_same_rows(a: Advice, b: Advice, rows: int) -> None:
-    assert np.array_equal(a.strength[:rows], b.strength[:rows], equal_nan=True)
-    assert np.array_equal(a.confidence[:rows], b.confidence[:rows], equal_nan=True)
-    assert a.rationale.keys() == b.rationale.keys()
-    for key in a.rationale:
-        assert np.array_equal(a.rationale[key][:rows], b.rationale[key][:rows], equal_nan=True), key
-
-
 @pytest.fixture(scope="module")
 def full(panel: Panel) -> Advice:
     return Momentum().compute(panel)
@@ -106,7 +98,7 @@ def test_follows_a_steady_uptrend() -> None:
 
 
 @pytest.mark.parametrize("k", [1, 10, 48, 49, 50, 51, 333, 1000, 2147])
-def test_prefix_stability(panel: Panel, full: Advice, head, k: int) -> None:
+def test_prefix_stability(panel: Panel, full: Advice, head, k: int, assert_same_rows) -> None:
     part = Momentum().compute(head(panel, k))
     assert part.strength.shape == (k, 4)
     assert_same_rows(part, full, k)
@@ -114,13 +106,13 @@ def test_prefix_stability(panel: Panel, full: Advice, head, k: int) -> None:
 
 @pytest.mark.parametrize("t", [30, 60, 700, 2100])
 @pytest.mark.parametrize("how", ["scale", "random"])
-def test_no_look_ahead(panel: Panel, full: Advice, perturb_after, t: int, how: str) -> None:
+def test_no_look_ahead(panel: Panel, full: Advice, perturb_after, t: int, how: str, assert_same_rows) -> None:
     changed = Momentum().compute(perturb_after(panel, t, how))
     assert_same_rows(changed, full, t + 1)
     assert not np.array_equal(changed.strength[t + 40 :], full.strength[t + 40 :], equal_nan=True)
 
 
-def test_staggered_history_with_gaps(gappy_panel: Panel, head) -> None:
+def test_staggered_history_with_gaps(gappy_panel: Panel, head, assert_same_rows) -> None:
     strategy = Momentum()
     advice = strategy.compute(gappy_panel)
     goog = gappy_panel.symbols.index("GOOG")
