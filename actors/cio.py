@@ -40,10 +40,15 @@ class CIOActor:
                 late.append(name)
                 continue
             try:
-                signals.append(ray.get(ref))
+                batch: SignalBatch = ray.get(ref)
             except RayError as err:
                 cause = getattr(err, "cause", None) or err
                 failed[name] = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300]}"
+                continue
+            if batch.offset != bars.offset or batch.strength.shape != bars.panel.close.shape:
+                failed[name] = f"signals for rows {batch.offset}+{batch.strength.shape}, not this batch"
+                continue
+            signals.append(batch)
         missing = tuple(sorted([*late, *failed]))
 
         committed = []

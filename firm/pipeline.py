@@ -14,8 +14,9 @@ from typing import Callable
 import numpy as np
 import ray
 import yaml
+from ray.exceptions import GetTimeoutError, RayError
 
-from firm.batches import BatchResult, Bars, Committed
+from firm.batches import BatchResult, Bars
 from firm.config import Config
 from firm.data.market import MarketData, load_market_data
 from firm.data.validate import write_quarantine
@@ -111,8 +112,9 @@ class Pipeline:
     def shutdown(self) -> None:
         try:
             ray.get(self.execution.close.remote(), timeout=30)
-        except Exception:
-            pass
+        except (RayError, GetTimeoutError) as err:
+            # Every record was flushed when written; only the file handle is left open.
+            print(f"firm: could not close the order log cleanly: {err}", file=sys.stderr)
         for actor in (*self.agents, self.risk, self.compliance, self.execution, self.cio):
             ray.kill(actor)
         _wait_names_released([self.cfg.cio.name, "risk", "compliance", "execution", *(f"agent:{n}" for n in self.agent_names)])
@@ -136,7 +138,7 @@ def batches(data: MarketData, size: int):
         yield Bars(offset=i, panel=data.slice(i, min(i + size, n)), session_open=data.session_open[i : i + size])
 
 
-def journal_batch(journal: Journal, bars: Bars, result: BatchResult, committed: list[Committed]) -> None:
+def journal_batch(journal: Journal, bars: Bars, result: BatchResult) -> None:
     """Write a committed batch in market-time order, row by row."""
     panel = bars.panel
     symbols = panel.symbols
@@ -155,7 +157,7 @@ def journal_batch(journal: Journal, bars: Bars, result: BatchResult, committed: 
             for agent in sorted([*result.late, *result.failed])
         )
     rows = {}
-    for part in committed:
+    for part in result.committed:
         for k in range(part.start, part.stop):
             i = k - part.start
             rows[k] = (part.fills[i], part.alerts[i], part.validated[i], part.orders[i])
@@ -250,7 +252,7 @@ def run(
     address: str | None = None,
     progress: bool = True,
     in_flight: int = 2,
-    on_batch: Callable[[Bars, BatchResult, list[Committed]], None] | None = None,
+    on_batch: Callable[[Bars, BatchResult], None] | None = None,
 ) -> RunResult:
     """Replay ``cfg``'s market data through the whole pipeline; returns where it wrote and what it did."""
     data = load_market_data(cfg.data)
@@ -273,13 +275,12 @@ def run(
             nonlocal rows_done
             bars, ref, submitted = pending.pop(0)
             result: BatchResult = ray.get(ref)
-            committed = result.committed
             latencies.append(time.perf_counter() - submitted)
-            journal_batch(journal, bars, result, committed)
-            stats.add(bars, result, committed)
+            journal_batch(journal, bars, result)
+            stats.add(bars, result)
             rows_done += len(bars)
             if on_batch:
-                on_batch(bars, result, committed)
+                on_batch(bars, result)
             progress_line.update(stats, rows_done, bars.stamps[-1][:8])
 
         for bars in batches(data, cfg.run.batch):

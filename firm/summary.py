@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from firm.batches import Bars, BatchResult
 from firm.journal import sha256_file
 from risk.metrics import performance
 
@@ -57,7 +58,7 @@ class RunStats:
         peak = max(self.initial_cash, max(self.equity))
         return 1.0 - self.equity[-1] / peak
 
-    def add(self, bars, result, committed) -> None:
+    def add(self, bars: Bars, result: BatchResult) -> None:
         n = len(bars)
         self.rows += n
         self.bars += int(np.count_nonzero(~np.isnan(bars.panel.close)))
@@ -79,7 +80,7 @@ class RunStats:
         if not self.first_ts:
             self.first_ts = stamps[0].date().isoformat()
         self.last_ts = stamps[-1].date().isoformat()
-        for ex in committed:
+        for ex in result.committed:
             self.subbatches += 1
             for row in ex.validated:
                 for vd in row:

@@ -109,7 +109,7 @@ def test_the_cio_decides_without_late_or_failed_agents_and_says_so(data, tmp_pat
             assert all(sid.startswith("sig:momentum:") for sid in d.signal_ids)
 
         journal = Journal(tmp_path / "journal.jsonl")
-        journal_batch(journal, bars, result, committed)
+        journal_batch(journal, bars, result)
         journal.close()
         late = [r for r in read_jsonl(tmp_path / "journal.jsonl") if r["type"] == "LateSignalEvent"]
         assert {r["agent"]: r["reason"][:6] for r in late} == {"mean_reversion": "missed", "sentiment": "Runtim"}
