@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="firm",
         description="A multi-agent trading system on Ray: signal agents advise, one CIO decides, "
         "every decision goes risk -> compliance -> execution.",
+        epilog="examples:\n"
+        "  firm run                               replay the embedded default (real daily data, simulated broker)\n"
+        "  firm run --batch 1 --seed 3            bar by bar, another seed for the slippage noise\n"
+        "  firm run --address 10.0.0.5:6379       the same on a running Ray cluster\n"
+        "  firm check --config configs/my.yaml    validate a config and its data\n"
+        "Each run writes journal.jsonl, orders.wal.jsonl, quarantine.jsonl, equity.csv and summary.json\n"
+        "to its run directory under run.output_dir (printed at the end).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
