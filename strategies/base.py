@@ -49,6 +49,12 @@ class StrategyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def check_rsi_band(rsi_oversold: float, rsi_overbought: float) -> None:
+    """The RSI band rule for params with ``rsi_oversold`` and ``rsi_overbought``: call it from a model validator."""
+    if rsi_oversold >= rsi_overbought:
+        raise ValueError(f"rsi_oversold ({rsi_oversold}) must be < rsi_overbought ({rsi_overbought})")
+
+
 class Strategy(ABC):
     """Base class: set ``name`` and ``Params``, implement ``compute``."""
 

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from strategies import indicators as ind
-from strategies.base import Advice, Panel, Strategy, StrategyParams, per_symbol
+from strategies.base import Advice, Panel, Strategy, StrategyParams, check_rsi_band, per_symbol
 from strategies.registry import register
 
 
@@ -25,8 +25,7 @@ class MeanReversionParams(StrategyParams):
     def _check_order(self) -> MeanReversionParams:
         if self.entry_z >= self.full_z:
             raise ValueError(f"entry_z ({self.entry_z}) must be < full_z ({self.full_z})")
-        if self.rsi_oversold >= self.rsi_overbought:
-            raise ValueError(f"rsi_oversold ({self.rsi_oversold}) must be < rsi_overbought ({self.rsi_overbought})")
+        check_rsi_band(self.rsi_oversold, self.rsi_overbought)
         return self
 
 

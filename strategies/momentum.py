@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from strategies import indicators as ind
-from strategies.base import Advice, Panel, Strategy, StrategyParams, per_symbol
+from strategies.base import Advice, Panel, Strategy, StrategyParams, check_rsi_band, per_symbol
 from strategies.registry import register
 
 
@@ -40,8 +40,7 @@ class MomentumParams(StrategyParams):
             raise ValueError(f"fast ({self.fast}) must be < slow ({self.slow})")
         if self.macd_fast >= self.macd_slow:
             raise ValueError(f"macd_fast ({self.macd_fast}) must be < macd_slow ({self.macd_slow})")
-        if self.rsi_oversold >= self.rsi_overbought:
-            raise ValueError(f"rsi_oversold ({self.rsi_oversold}) must be < rsi_overbought ({self.rsi_overbought})")
+        check_rsi_band(self.rsi_oversold, self.rsi_overbought)
         return self
 
 

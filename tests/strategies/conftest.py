@@ -113,3 +113,21 @@ def assert_same_rows():
             assert np.array_equal(a.rationale[key][:rows], b.rationale[key][:rows], equal_nan=True), key
 
     return check
+
+
+@pytest.fixture(scope="session")
+def assert_warmup():
+    """Asserts that on each instrument an Advice abstains (NaN strength, confidence 0) where ``valid`` has no
+    bar and on the instrument's first ``warmup - 1`` bars, and speaks on every later bar (``valid``: all rows)."""
+
+    def check(advice, warmup: int, valid: np.ndarray | None = None) -> None:
+        if valid is None:
+            valid = np.ones(advice.strength.shape, dtype=bool)
+        for j in range(valid.shape[1]):
+            silent = np.ones(len(valid), dtype=bool)
+            silent[np.flatnonzero(valid[:, j])[warmup - 1 :]] = False
+            assert np.isnan(advice.strength[silent, j]).all(), j
+            assert (advice.confidence[silent, j] == 0).all(), j
+            assert not np.isnan(advice.strength[~silent, j]).any(), j
+
+    return check
