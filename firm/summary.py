@@ -24,6 +24,7 @@ class RunStats:
     bars: int = 0
     signals: int = 0
     signals_by_agent: Counter = field(default_factory=Counter)
+    abstentions_by_agent: Counter = field(default_factory=Counter)  # valid bars an agent had no view on
     late_signals: int = 0
     late_by_agent: Counter = field(default_factory=Counter)
     decisions: int = 0
@@ -62,10 +63,12 @@ class RunStats:
         n = len(bars)
         self.rows += n
         self.bars += int(np.count_nonzero(~np.isnan(bars.panel.close)))
+        valid = ~np.isnan(bars.panel.close)
         for sig in result.signals:
             k = int(np.count_nonzero(~np.isnan(sig.strength)))
             self.signals += k
             self.signals_by_agent[sig.agent] += k
+            self.abstentions_by_agent[sig.agent] += int(np.count_nonzero(valid & np.isnan(sig.strength)))
         for agent in (*result.late, *result.failed):
             self.late_signals += 1
             self.late_by_agent[agent] += 1
@@ -153,6 +156,7 @@ class RunStats:
             "missing_sessions": sum(1 for q in self.quarantined if q.reason == "missing_session"),
             "signals": self.signals,
             "signals_by_agent": dict(self.signals_by_agent),
+            "abstentions_by_agent": dict(self.abstentions_by_agent),
             "late_signals": self.late_signals,
             "late_by_agent": dict(self.late_by_agent),
             "decisions": self.decisions,
@@ -184,9 +188,11 @@ class RunStats:
             f"instruments      {', '.join(d['instruments'])}",
             f"bars             {d['bars']:,} replayed, {d['quarantined_bars']:,} quarantined, "
             f"{d['missing_sessions']:,} sessions missing",
-            f"signals          {d['signals']:,} ("
-            + ", ".join(f"{a} {n:,}" for a, n in sorted(d["signals_by_agent"].items()))
-            + f"), late or failed: {d['late_signals']:,}",
+            f"signals          {d['signals']:,}, late or failed batches: {d['late_signals']:,}",
+            *(
+                f"  {a:22s} {n:>7,} signals, {d['abstentions_by_agent'].get(a, 0):>6,} abstentions"
+                for a, n in sorted(d["signals_by_agent"].items())
+            ),
             f"decisions        {d['decisions']:,} ("
             + ", ".join(f"{k} {n:,}" for k, n in sorted(d["decision_kinds"].items()))
             + ")",
