@@ -24,23 +24,36 @@ class _History:
         self.n = 0
         self.ts = np.empty(capacity, dtype=np.int64)
         self.data = {f: np.empty((capacity, len(symbols))) for f in _FIELDS}
+        self.reference: dict[str, np.ndarray] = {}
 
     def extend(self, panel: Panel) -> None:
         k = len(panel.ts)
         if self.n and panel.ts[0] <= self.ts[self.n - 1]:
             raise ValueError("bars must arrive in time order, without repeats")
+        if set(panel.reference) != set(self.reference) and self.n:
+            raise ValueError("the reference series changed in the middle of the history")
         if self.n + k > len(self.ts):
             cap = max(2 * len(self.ts), self.n + k)
             self.ts = np.resize(self.ts, cap)
             self.data = {f: np.resize(a, (cap, a.shape[1])) for f, a in self.data.items()}
+            self.reference = {name: np.resize(a, cap) for name, a in self.reference.items()}
+        for name in panel.reference:
+            self.reference.setdefault(name, np.empty(len(self.ts)))
         self.ts[self.n : self.n + k] = panel.ts
         for f in _FIELDS:
             self.data[f][self.n : self.n + k] = getattr(panel, f)
+        for name, values in panel.reference.items():
+            self.reference[name][self.n : self.n + k] = values
         self.n += k
 
     def panel(self) -> Panel:
         n = self.n
-        return Panel(self.ts[:n], self.symbols, *(self.data[f][:n] for f in _FIELDS))
+        return Panel(
+            self.ts[:n],
+            self.symbols,
+            *(self.data[f][:n] for f in _FIELDS),
+            reference={name: a[:n] for name, a in self.reference.items()},
+        )
 
 
 @ray.remote(num_cpus=0, max_restarts=0)

@@ -45,6 +45,20 @@ class DataConfig(_Model):
     calendar: str = Field("XNYS", description="exchange_calendars code the sessions are checked against.")
     path: Path | None = Field(None, description="For source 'file': a CSV/Parquet file or a directory of them.")
     adjust_splits: bool = Field(True, description="Scale OHLC by Adj Close / Close where the data has it.")
+    reference: tuple[str, ...] = Field(
+        ("SPX", "COMP", "VIX", "WTI", "AAA", "BAA", "CORE_CPI"),
+        description="Reference series handed to every agent (firm/data/reference.py), as public at each close.",
+    )
+
+    @field_validator("reference")
+    @classmethod
+    def _known_reference(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from firm.data.reference import REFERENCE
+
+        unknown = [name for name in v if name not in REFERENCE]
+        if unknown:
+            raise ValueError(f"unknown reference series {', '.join(unknown)}; available: {', '.join(REFERENCE)}")
+        return v
 
     @field_validator("symbols")
     @classmethod

@@ -27,6 +27,9 @@ class Panel:
     low: np.ndarray
     close: np.ndarray
     volume: np.ndarray
+    # Series shared by all instruments (indices, VIX, yields...), (T,) each, as public at each row's
+    # close; NaN where not available. See firm/data/reference.py for what is shipped.
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def valid(self) -> np.ndarray:

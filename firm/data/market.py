@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from firm.config import DataConfig
+from firm.data.reference import load_reference
 from firm.data.source import COLUMNS, UnknownSymbolError, make_source
 from firm.data.validate import Quarantined, get_calendar, sort_quarantine, validate
 from strategies.base import Panel
@@ -24,7 +25,16 @@ class MarketData:
     def slice(self, i: int, j: int) -> Panel:
         """Rows ``i:j`` of the panel."""
         p = self.panel
-        return Panel(p.ts[i:j], p.symbols, p.open[i:j], p.high[i:j], p.low[i:j], p.close[i:j], p.volume[i:j])
+        return Panel(
+            p.ts[i:j],
+            p.symbols,
+            p.open[i:j],
+            p.high[i:j],
+            p.low[i:j],
+            p.close[i:j],
+            p.volume[i:j],
+            {name: values[i:j] for name, values in p.reference.items()},
+        )
 
     @property
     def n_bars(self) -> int:
@@ -64,9 +74,11 @@ def load_market_data(cfg: DataConfig) -> MarketData:
         )
     aligned = [c.reindex(sessions) for c in cleans]
     fields = {col: np.column_stack([a[col].to_numpy(dtype="float64") for a in aligned]) for col in COLUMNS}
+    closes = _utc_ns(calendar.closes.reindex(sessions))
     panel = Panel(
-        ts=_utc_ns(calendar.closes.reindex(sessions)),
+        ts=closes,
         symbols=tuple(cfg.symbols),
         **fields,
+        reference=load_reference(cfg.reference, closes, cfg.calendar),
     )
     return MarketData(panel, _utc_ns(calendar.opens.reindex(sessions)), tuple(sort_quarantine(records)))

@@ -115,3 +115,17 @@ def test_the_cio_decides_without_late_or_failed_agents_and_says_so(data, tmp_pat
         assert {r["agent"]: r["reason"][:6] for r in late} == {"mean_reversion": "missed", "sentiment": "Runtim"}
     finally:
         pipeline.shutdown()
+
+
+def test_agent_history_keeps_the_reference_series(data):
+    from actors.signal_agent import _History
+
+    cfg, market = data
+    history = _History(market.panel.symbols, capacity=8)
+    for bars in batches(market, 7):
+        history.extend(bars.panel)
+    panel = history.panel()
+    assert set(panel.reference) == set(cfg.data.reference)
+    for name, values in market.panel.reference.items():
+        assert np.array_equal(panel.reference[name], values, equal_nan=True)
+    assert np.array_equal(panel.close, market.panel.close, equal_nan=True)
