@@ -13,7 +13,22 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["sma", "ema", "stddev", "rsi", "roc", "macd", "bollinger", "true_range", "atr", "adx", "ou_half_life"]
+__all__ = [
+    "sma",
+    "ema",
+    "stddev",
+    "rsi",
+    "roc",
+    "macd",
+    "bollinger",
+    "true_range",
+    "atr",
+    "adx",
+    "ou_half_life",
+    "keltner",
+    "donchian",
+    "linreg",
+]
 
 
 @njit(cache=True)
@@ -150,6 +165,50 @@ def _ou_half_life(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+@njit(cache=True)
+def _rolling_max_min(high: np.ndarray, low: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per window ending at t >= n-1: max of high and min of low over it, scanned afresh."""
+    size = high.shape[0]
+    hi = np.full(size, np.nan)
+    lo = np.full(size, np.nan)
+    for t in range(n - 1, size):
+        h = high[t - n + 1]
+        m = low[t - n + 1]
+        for s in range(t - n + 2, t + 1):
+            if high[s] > h:
+                h = high[s]
+            if low[s] < m:
+                m = low[s]
+        hi[t] = h
+        lo[t] = m
+    return hi, lo
+
+
+@njit(cache=True)
+def _linreg(x: np.ndarray, n: int) -> np.ndarray:
+    """Per window ending at t >= n-1: the least-squares line through (u, x[t-n+1+u]), u = 0..n-1, at u = n-1.
+
+    Centred sums: slope = sum((u - c) * (x_u - mean)) / sum((u - c)^2) with c = (n-1)/2, and the value
+    at u = n-1 is mean + slope * c.
+    """
+    size = x.shape[0]
+    out = np.full(size, np.nan)
+    c = (n - 1) / 2.0
+    suu = 0.0
+    for u in range(n):
+        suu += (u - c) * (u - c)
+    for t in range(n - 1, size):
+        total = 0.0
+        for s in range(t - n + 1, t + 1):
+            total += x[s]
+        m = total / n
+        sxy = 0.0
+        for u in range(n):
+            sxy += (u - c) * (x[t - n + 1 + u] - m)
+        out[t] = m + (sxy / suu) * c
+    return out
+
+
 def _as_series(x: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(x, dtype=np.float64)
     if a.ndim != 1:
@@ -275,3 +334,33 @@ def ou_half_life(x: np.ndarray, n: int = 60) -> np.ndarray:
     -ln(2)/beta when beta < 0 and +inf otherwise (no mean reversion, or a constant window).
     """
     return _ou_half_life(_as_series(x), _check_period(n, 3))
+
+
+def keltner(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int = 20, k: float = 1.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keltner channels (mid, upper, lower) as in the TTM squeeze: mid = EMA(close, n), bands mid +/- k * ATR(n).
+
+    EMA and ATR follow TA-Lib (``ema``, ``atr``). As TA-Lib does for its functions with several outputs,
+    all three share one warm-up: the first value is at index n, where ATR(n) starts (EMA(n) alone would
+    start at n-1). TA-Lib itself has no Keltner function.
+    """
+    n = _check_period(n)
+    high, low, close = _as_series(high), _as_series(low), _as_series(close)
+    mid = _ema(close, n, n - 1)
+    width = k * _wilder(true_range(high, low, close), n, n)
+    mid[: min(n, mid.size)] = np.nan
+    return mid, mid + width, mid - width
+
+
+def donchian(high: np.ndarray, low: np.ndarray, n: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Donchian channel (mid, upper, lower): upper = highest high and lower = lowest low of the last n bars,
+    mid = (upper + lower) / 2 (TA-Lib's MAX, MIN and MIDPRICE); first value at n-1."""
+    upper, lower = _rolling_max_min(_as_series(high), _as_series(low), _check_period(n))
+    return (upper + lower) / 2.0, upper, lower
+
+
+def linreg(x: np.ndarray, n: int) -> np.ndarray:
+    """Linear regression value (TA-Lib's LINEARREG): the least-squares line through the last n values,
+    evaluated at the last of them; first value at n-1. n >= 2."""
+    return _linreg(_as_series(x), _check_period(n, 2))
