@@ -364,3 +364,20 @@ def linreg(x: np.ndarray, n: int) -> np.ndarray:
     """Linear regression value (TA-Lib's LINEARREG): the least-squares line through the last n values,
     evaluated at the last of them; first value at n-1. n >= 2."""
     return _linreg(_as_series(x), _check_period(n, 2))
+
+
+@njit(cache=True)
+def _tanh(x: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = math.tanh(x[i])
+    return out
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    """Elementwise tanh through the C library, one value at a time (NaN stays NaN).
+
+    numpy's vectorised tanh picks a SIMD kernel by CPU, so two machines can differ in the last bit;
+    a scalar libm call in a loop the compiler leaves scalar does not depend on the vector unit.
+    """
+    return _tanh(np.ascontiguousarray(x, dtype=np.float64))

@@ -85,8 +85,8 @@ class Momentum(Strategy):
         adx = ind.adx(high, low, close, p.adx_n)
 
         trend = np.sign(sma_fast - sma_slow)
-        macd_term = np.tanh(_ratio(hist, atr))
-        roc_term = np.tanh(_ratio(roc / 100.0, atr / close * np.sqrt(p.roc_n)))
+        macd_term = ind.tanh(_ratio(hist, atr))
+        roc_term = ind.tanh(_ratio(roc / 100.0, atr / close * np.sqrt(p.roc_n)))
         raw = (trend + macd_term + roc_term) / 3.0
         damp = np.ones(close.shape)
         hot = (raw > 0) & (rsi > p.rsi_overbought)
