@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import ray
 
 from firm.batches import Bars, SignalBatch
+from firm.data.validate import get_calendar
 from strategies import registry
 from strategies.base import Panel
 
@@ -58,18 +60,19 @@ class _History:
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class SignalAgent:
-    def __init__(self, name: str, params: dict, symbols: tuple[str, ...]):
+    def __init__(self, name: str, params: dict, symbols: tuple[str, ...], calendar: str = "XNYS"):
         self.name = name
         self.strategy = registry.create(name, params)
         self.history = _History(tuple(symbols))
-        self._compile(len(symbols))
+        self._compile(len(symbols), calendar)
 
-    def _compile(self, m: int) -> None:
-        """Run the strategy once on a synthetic random walk so JIT compilation happens before the replay."""
+    def _compile(self, m: int, calendar: str) -> None:
+        """Run the strategy once on a synthetic random walk over real sessions of ``calendar``, so JIT
+        compilation and calendar set-up happen before the replay, not inside the first barrier."""
         rng = np.random.default_rng(0)
         n = max(64, 2 * self.strategy.warmup + 8)
         close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (n, m)), axis=0))
-        ts = np.arange(n, dtype=np.int64) * 86_400_000_000_000
+        ts = pd.DatetimeIndex(get_calendar(calendar).closes.iloc[:n]).as_unit("ns").asi8
         self.strategy.compute(Panel(ts, self.history.symbols, close, close * 1.01, close * 0.99, close, np.ones((n, m))))
 
     def ready(self) -> str:

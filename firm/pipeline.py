@@ -91,7 +91,7 @@ class Pipeline:
             )
         self.agents = [
             SignalAgent.options(name=f"agent:{name}", scheduling_strategy="SPREAD").remote(
-                name, agents[name].params, symbols
+                name, agents[name].params, symbols, cfg.data.calendar
             )
             for name in self.agent_names
         ]

@@ -22,7 +22,10 @@ def _write(tmp_path, mutate) -> Path:
 def test_default_config_is_valid():
     cfg = load_config(DEFAULT)
     assert cfg.data.symbols == ("AAPL", "MSFT", "IBM", "GOOG")
-    assert set(cfg.enabled_agents()) == {"momentum", "mean_reversion"}
+    from strategies import registry
+
+    assert set(cfg.enabled_agents()) <= set(registry.available())
+    assert {"momentum", "mean_reversion"} <= set(cfg.enabled_agents())
     assert cfg.agents["momentum"].params["fast"] < cfg.agents["momentum"].params["slow"]
 
 
