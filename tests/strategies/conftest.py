@@ -1,4 +1,5 @@
-"""Real daily bars (AAPL, GOOG, IBM, MSFT from bokeh-sampledata), split-adjusted by Adj Close / Close."""
+"""Real daily bars (AAPL, GOOG, IBM, MSFT from bokeh-sampledata; SPX and COMP from arch), split-adjusted by
+Adj Close / Close."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from strategies.base import Panel
 
 SYMBOLS = ("AAPL", "GOOG", "IBM", "MSFT")
+INDEX_SYMBOLS = ("SPX", "COMP")  # the S&P 500 and NASDAQ Composite, symbols of the shipped sample source
 _FIELDS = ("open", "high", "low", "close", "volume")
 
 
@@ -64,23 +66,84 @@ def gappy_panel(stocks: pd.DataFrame) -> Panel:
     return _panel(stocks, "union")
 
 
+def _with_columns(p: Panel, extra: pd.DataFrame) -> Panel:
+    """``p`` with the instruments of ``extra`` (long format, like ``stocks``) appended as columns on p's rows."""
+    symbols = tuple(extra["Ticker"].unique())
+    index = pd.DatetimeIndex(p.ts.astype("datetime64[ns]"))
+    arrays = []
+    for f in _FIELDS:
+        wide = extra.pivot(index="Date", columns="Ticker", values=f.capitalize()).reindex(index)
+        arrays.append(np.hstack([getattr(p, f), wide[list(symbols)].to_numpy(np.float64)]))
+    return Panel(p.ts.copy(), p.symbols + symbols, *arrays)
+
+
+@pytest.fixture(scope="session")
+def indices() -> pd.DataFrame:
+    """SPX and COMP as shipped by arch (``arch.data.sp500`` / ``arch.data.nasdaq``, 1999-01-04..2018-12-31),
+    in the long format of ``stocks`` (Ticker, Date, Open, High, Low, Close, Adj Close, Volume) with
+    Open/High/Low/Close scaled by Adj Close / Close."""
+    import arch.data.nasdaq
+    import arch.data.sp500
+
+    frames = []
+    for symbol, module in zip(INDEX_SYMBOLS, (arch.data.sp500, arch.data.nasdaq)):
+        df = module.load().reset_index()
+        df["Date"] = df["Date"].astype("datetime64[ns]")
+        factor = df["Adj Close"] / df["Close"]
+        for col in ("Open", "High", "Low", "Close"):
+            df[col] = df[col] * factor
+        df.insert(0, "Ticker", symbol)
+        frames.append(df.astype({"Volume": np.float64}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="session")
+def index_panel(stocks: pd.DataFrame, indices: pd.DataFrame) -> Panel:
+    """AAPL, GOOG, IBM, MSFT, SPX, COMP on the common dates 2004-08-19..2013-03-01 (2148 rows, no gaps):
+    ``panel`` with the two indices appended (built from ``stocks``, as a test module may override ``panel``)."""
+    wide = _with_columns(_panel(stocks, "common"), indices)
+    assert not np.isnan(wide.close).any(), "every stock session is an index session"
+    return wide
+
+
+@pytest.fixture(scope="session")
+def gappy_index_panel(stocks: pd.DataFrame, indices: pd.DataFrame) -> Panel:
+    """``gappy_panel`` (union of the stocks' dates from 2000-03-01, GOOG NaN before 2004-08-19) with SPX and
+    COMP appended; the indices have a bar on every row."""
+    wide = _with_columns(_panel(stocks, "union"), indices)
+    assert not np.isnan(wide.close[:, len(SYMBOLS) :]).any()
+    return wide
+
+
 @pytest.fixture(scope="session")
 def head() -> Callable[[Panel, int], Panel]:
     """head(panel, k): the first k rows of a panel (copies, so no buffer is shared)."""
 
     def _head(p: Panel, k: int) -> Panel:
-        return Panel(p.ts[:k].copy(), p.symbols, *(getattr(p, f)[:k].copy() for f in _FIELDS))
+        return Panel(
+            p.ts[:k].copy(),
+            p.symbols,
+            *(getattr(p, f)[:k].copy() for f in _FIELDS),
+            reference={name: v[:k].copy() for name, v in p.reference.items()},
+        )
 
     return _head
 
 
 @pytest.fixture(scope="session")
 def perturb_after() -> Callable[[Panel, int, str], Panel]:
-    """perturb_after(panel, t, how): rows > t scaled by 1.5 ("scale") or replaced by random bars ("random")."""
+    """perturb_after(panel, t, how): rows > t, reference series included, scaled by 1.5 ("scale") or
+    replaced by random values ("random")."""
 
     def _perturb(p: Panel, t: int, how: str) -> Panel:
         arrays = {f: getattr(p, f).copy() for f in _FIELDS}
         tail = slice(t + 1, None)
+        reference = {name: v.copy() for name, v in p.reference.items()}
+        for name, values in reference.items():
+            if how == "scale":
+                values[tail] *= 1.5
+            else:
+                values[tail] = np.random.default_rng(t + 1).uniform(1.0, 200.0, values[tail].shape)
         if how == "scale":
             for f in _FIELDS:
                 arrays[f][tail] *= 1.5
@@ -96,7 +159,7 @@ def perturb_after() -> Callable[[Panel, int, str], Panel]:
         gaps = np.isnan(p.close)
         for f in _FIELDS:
             arrays[f][gaps] = np.nan
-        return Panel(p.ts.copy(), p.symbols, *(arrays[f] for f in _FIELDS))
+        return Panel(p.ts.copy(), p.symbols, *(arrays[f] for f in _FIELDS), reference=reference)
 
     return _perturb
 
@@ -131,3 +194,34 @@ def assert_warmup():
             assert not np.isnan(advice.strength[~silent, j]).any(), j
 
     return check
+
+
+def with_reference(panel: Panel) -> Panel:
+    """``panel`` with every reference series aligned to its sessions' XNYS closes.
+
+    The fixture panels' ts are session dates at midnight; the reference series are aligned to those
+    sessions' closes (as firm/data/market.py does), so each row sees what was public at its close.
+    """
+    import dataclasses
+
+    from firm.data.reference import REFERENCE, load_reference
+    from firm.data.validate import get_calendar  # exchange_calendars' XNYS from 1990, its pandas warning silenced
+
+    closes = get_calendar("XNYS").closes
+    dates = pd.DatetimeIndex(panel.ts.view("datetime64[ns]"))
+    at = closes.reindex(dates)
+    assert not at.isna().any(), "every panel date is an XNYS session"
+    closes_ns = at.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    return dataclasses.replace(panel, reference=load_reference(tuple(REFERENCE), closes_ns))
+
+
+@pytest.fixture(scope="session")
+def add_reference() -> Callable[[Panel], Panel]:
+    """add_reference(panel): the panel with every reference series (see ``with_reference``)."""
+    return with_reference
+
+
+@pytest.fixture(scope="session")
+def reference_panel(panel: Panel) -> Panel:
+    """The four-stock common-dates panel with every reference series (see ``with_reference``)."""
+    return with_reference(panel)
