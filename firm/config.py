@@ -39,7 +39,7 @@ class RayConfig(_Model):
 
 class DataConfig(_Model):
     source: Literal["sample", "file"] = "sample"
-    symbols: tuple[str, ...] = Field(("AAPL", "MSFT", "IBM", "GOOG"), min_length=1)
+    symbols: tuple[str, ...] = Field(("AAPL", "MSFT", "IBM", "GOOG", "SPX", "COMP"), min_length=1)
     start: date | None = date(2004, 8, 19)
     end: date | None = date(2013, 3, 1)
     calendar: str = Field("XNYS", description="exchange_calendars code the sessions are checked against.")

@@ -32,7 +32,7 @@ def test_firm_run_prints_the_summary(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    for needle in ("firm run summary", "2012-01-03 .. 2012-06-29", "AAPL, MSFT, IBM, GOOG", "order log        sha256",
+    for needle in ("firm run summary", "2012-01-03 .. 2012-06-29", "AAPL, MSFT, IBM, GOOG, SPX, COMP", "order log        sha256",
                    "Sharpe", "max drawdown", "run directory"):
         assert needle in out, out
     assert "[100.0%] done" in proc.stderr  # progress lines
@@ -44,4 +44,4 @@ def test_firm_run_prints_the_summary(tmp_path):
 def test_firm_check_reports_the_data():
     proc = subprocess.run([*FIRM, "check"], capture_output=True, text=True, cwd=ROOT, check=True)
     assert "config is valid" in proc.stdout
-    assert "4 instruments, 2,148 sessions, 8,592 valid bars, 0 quarantined, 0 sessions missing" in proc.stdout
+    assert "6 instruments, 2,148 sessions, 12,888 valid bars, 0 quarantined, 0 sessions missing" in proc.stdout

@@ -17,7 +17,7 @@ from firm.journal import read_jsonl
 from firm.pipeline import run
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
-SYMBOLS = ("AAPL", "MSFT", "IBM", "GOOG")
+SYMBOLS = ("AAPL", "MSFT", "IBM", "GOOG", "SPX", "COMP")
 # Tight enough that both validators reject during the crisis: the CIO sizes up to 20% of equity,
 # risk allows 12% per position; IBM is on the restricted list.
 CRISIS = {
@@ -72,7 +72,7 @@ def journal(runs):
 
 def test_the_run_trades_and_rejects(runs):
     s = runs["first"].stats
-    assert s.rows == 377 and s.bars == 377 * 4
+    assert s.rows == 377 and s.bars == 377 * len(SYMBOLS)
     assert s.orders > 20 and s.fills == s.orders
     assert any(v == "risk" for v, _ in s.rejections), s.rejections
     assert ("compliance", "restricted") in s.rejections, s.rejections

@@ -30,13 +30,13 @@ def _dates(md: MarketData) -> pd.DatetimeIndex:
 
 def test_default_universe_shape(default):
     panel = default.panel
-    assert panel.symbols == LONG_STOCKS
+    assert panel.symbols == (*LONG_STOCKS, "SPX", "COMP")
     assert len(panel) == 2148
     for name in COLUMNS:
-        assert getattr(panel, name).shape == (2148, 4)
+        assert getattr(panel, name).shape == (2148, 6)
         assert getattr(panel, name).dtype == np.float64
     assert default.quarantined == ()
-    assert default.n_bars == 2148 * 4
+    assert default.n_bars == 2148 * 6
     assert panel.ts.dtype == np.int64 and default.session_open.dtype == np.int64
     assert (np.diff(panel.ts) > 0).all()
     assert (default.session_open < panel.ts).all()
