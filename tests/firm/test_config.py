@@ -21,7 +21,7 @@ def _write(tmp_path, mutate) -> Path:
 
 def test_default_config_is_valid():
     cfg = load_config(DEFAULT)
-    assert cfg.data.symbols == ("AAPL", "MSFT", "IBM", "GOOG")
+    assert cfg.data.symbols == ("AAPL", "MSFT", "IBM", "GOOG", "SPX", "COMP")
     from strategies import registry
 
     assert set(cfg.enabled_agents()) <= set(registry.available())
