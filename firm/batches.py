@@ -9,7 +9,6 @@ sub-batch is one row, so any batch size gives the same orders.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -62,25 +61,8 @@ class SignalBatch:
     rationale: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class _Blob:
-    """Crosses process boundaries as one C-pickled blob.
-
-    Ray's serializer visits every object of a payload in Python; a proposal or review holds
-    hundreds of small events, and pickling them in C first is several times faster.
-    """
-
-    def __reduce__(self):
-        return (_restore, (type(self), pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)))
-
-
-def _restore(cls: type, blob: bytes):
-    obj = cls.__new__(cls)
-    obj.__dict__.update(pickle.loads(blob))
-    return obj
-
-
 @dataclass
-class Proposal(_Blob):
+class Proposal:
     """CIO -> risk: decisions per row from ``start`` of a batch, and the book they were decided on.
 
     The batch's bars travel beside the proposal, not inside it.
@@ -94,7 +76,7 @@ class Proposal(_Blob):
 
 
 @dataclass
-class Review(_Blob):
+class Review:
     """Risk / compliance -> next stage: rows ``start..stop`` are consistent and validated."""
 
     offset: int
@@ -107,7 +89,7 @@ class Review(_Blob):
 
 
 @dataclass
-class Committed(_Blob):
+class Committed:
     """Everything that happened in rows ``start..stop`` of a batch, as execution committed it."""
 
     start: int
