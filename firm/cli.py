@@ -53,6 +53,63 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def walk_forward_dir(cfg, config_path: str | Path) -> Path:
+    """Where ``firm walk-forward`` writes by default: <run.output_dir>/walk_forward/<config name> (no timestamp:
+    a rerun of the same config overwrites its report)."""
+    return Path(cfg.run.output_dir) / "walk_forward" / Path(config_path).stem
+
+
+def cmd_walk_forward(args: argparse.Namespace) -> int:
+    import time
+
+    from firm.data.market import load_market_data
+    from strategies.walk_forward_report import AGENTS, validate
+
+    cfg = load_config(args.config)
+    if args.test_window < 1:
+        raise ConfigError(f"--test-window = {args.test_window}: must be >= 1")
+    if args.agents:
+        names = [a.strip() for a in args.agents.split(",") if a.strip()]
+        unknown = [a for a in names if a not in AGENTS]
+        if unknown:
+            raise ConfigError(
+                f"--agents: no walk-forward validator for {', '.join(unknown)}; validated agents: {', '.join(AGENTS)}"
+            )
+    else:
+        names = [a for a in AGENTS if a in cfg.enabled_agents()]
+        if not names:
+            raise ConfigError(f"{args.config}: none of the validated agents ({', '.join(AGENTS)}) is enabled; use --agents")
+    # each agent's params from the config (enabled or not), its defaults where the config does not list it
+    agents = {a: (cfg.agents[a].params if a in cfg.agents else None) for a in names}
+    out = Path(args.out) if args.out else walk_forward_dir(cfg, args.config)
+    data = load_market_data(cfg.data)
+    panel = data.panel
+    print(
+        f"firm: walk-forward validation of {', '.join(names)} on {', '.join(panel.symbols)} "
+        f"{cfg.data.start}..{cfg.data.end} ({len(panel.ts):,} sessions); test blocks of {args.test_window} rows "
+        "for the rolling-window agents",
+        file=sys.stderr,
+        flush=True,
+    )
+    t0 = time.perf_counter()
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(f"  {line}", file=sys.stderr, flush=True)
+
+    report = validate(panel, agents, test_window=args.test_window, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "walk_forward.json").write_text(report.to_json())
+    (out / "walk_forward.md").write_text(report.to_markdown())
+    print(report.table())
+    print(
+        f"\n{sum(len(v.windows) for v in report.validations):,} windows in {time.perf_counter() - t0:.1f} s. "
+        "IS: the fit scored on its training rows; OOS: the same frozen fit on the test rows that follow.\n"
+        f"report: {out / 'walk_forward.json'}, {out / 'walk_forward.md'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="firm",
@@ -63,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  firm run --batch 1 --seed 3            bar by bar, another seed for the slippage noise\n"
         "  firm run --address 10.0.0.5:6379       the same on a running Ray cluster\n"
         "  firm check --config configs/my.yaml    validate a config and its data\n"
+        "  firm walk-forward --agents regime      in-sample vs out-of-sample scores of a fitted agent\n"
         "Each run writes journal.jsonl, orders.wal.jsonl, quarantine.jsonl, equity.csv and summary.json\n"
         "to its run directory under run.output_dir (printed at the end).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -89,6 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "walk-forward",
+        help="validate the agents with fitted parameters: in-sample vs out-of-sample, window by window",
+        description="Walk-forward validation (strategies/walk_forward_report.py): each fitted model (GARCH, HMM, "
+        "AR(1) half-life, hedge ratios) is fitted on rolling training windows and scored on its training rows "
+        "(in-sample) and, frozen, on the test rows that follow (out-of-sample); prints a summary per agent, "
+        "instrument and metric and writes walk_forward.json and walk_forward.md. No Ray, no trading.",
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--agents",
+        default=None,
+        help="comma-separated agents (options_vol, regime, mean_reversion, stat_arb, index_spread); "
+        "default: those enabled in the config",
+    )
+    p.add_argument(
+        "--out", default=None, help="output directory (default: <run.output_dir>/walk_forward/<config name>)"
+    )
+    p.add_argument(
+        "--test-window",
+        type=int,
+        default=21,
+        help="test rows per window for the rolling-window agents (mean_reversion, stat_arb, index_spread); "
+        "options_vol and regime use their refit_every (default: 21)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_walk_forward)
     return parser
 
 

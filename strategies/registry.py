@@ -8,7 +8,7 @@ import pkgutil
 from strategies.base import Strategy
 
 _REGISTRY: dict[str, type[Strategy]] = {}
-_NOT_STRATEGIES = {"base", "registry", "indicators", "walk_forward"}
+_NOT_STRATEGIES = {"base", "registry", "indicators", "walk_forward", "walk_forward_report"}
 _loaded = False
 
 
