@@ -3,8 +3,8 @@
 Per instrument, on its own valid bars, with e_t = 100 ln(C_t / C_{t-1}) (percent log returns):
 
   * GARCH(1,1) with a zero mean, Gaussian errors: e_t = sigma_t z_t,
-    sigma2_t = omega + alpha e_{t-1}^2 + beta sigma2_{t-1}, fitted by ``arch`` exactly as
-    ``arch_model(e, mean="Zero", vol="GARCH", p=1, q=1).fit(disp="off")`` on the walk-forward window
+    sigma2_t = omega + alpha e_{t-1}^2 + beta sigma2_{t-1}, fitted by maximum likelihood as
+    ``arch_model(e, mean="Zero", vol="GARCH", p=1, q=1).fit(disp="off")`` fits it (``fit_garch``), on the walk-forward window
     (strategies/walk_forward.py). The mean is "Zero", not "Constant": a daily mean of a few basis points
     is not distinguishable from 0 in a two-year window, estimating it only adds noise to the residuals,
     and with a zero mean arch's residuals are the returns, so the recursion can be continued past the
@@ -26,19 +26,22 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-from arch import arch_model
+from arch.univariate import GARCH
 from numba import njit
 from pydantic import Field, model_validator
+from scipy.optimize import minimize
 
 from strategies import indicators as ind
 from strategies.base import Advice, Panel, Strategy, StrategyParams
 from strategies.registry import register
-from strategies.walk_forward import FitMemo, WalkForward, log_returns, single_threaded_blas
+from strategies.walk_forward import FitMemo, WalkForward, log_returns
 
 __all__ = ["GarchFit", "OptionsVol", "OptionsVolParams", "fit_garch", "garch_variance", "realised_vol"]
 
 ANNUAL = 252  # sessions per year
 _SQRT_ANNUAL = math.sqrt(ANNUAL)
+_LOG_2PI = math.log(2.0 * math.pi)
+_FD_STEP = math.sqrt(np.finfo(np.float64).eps)  # SLSQP's finite-difference step (its ``eps``)
 
 
 class GarchFit(NamedTuple):
@@ -52,28 +55,111 @@ class GarchFit(NamedTuple):
     converged: bool  # arch's optimiser reported success (convergence_flag == 0)
 
 
-def fit_garch(returns_pct: np.ndarray) -> GarchFit | None:
-    """``arch_model(returns_pct, mean="Zero", vol="GARCH", p=1, q=1).fit(disp="off")``; None if arch fails.
+_VOLATILITY = GARCH(p=1, o=0, q=1)  # arch's own process: backcast, bounds and constraints come from it
+_A, _B = _VOLATILITY.constraints()
+_CONSTRAINTS = [{"type": "ineq", "fun": (lambda x, a=a, b=b: a @ x - b), "jac": (lambda x, a=a: a)} for a, b in zip(_A, _B)]
 
-    ``converged`` is arch's convergence flag (its ConvergenceWarning is not shown).
+
+def fit_garch(returns_pct: np.ndarray) -> GarchFit | None:
+    """The maximum-likelihood GARCH(1,1) of ``arch_model(returns_pct, mean="Zero", vol="GARCH", p=1, q=1)``.
+
+    arch's estimation, without its result object: arch's backcast, variance bounds, parameter bounds and
+    constraints (from ``arch.univariate.GARCH``), its grid of starting values, its Gaussian likelihood
+    (``_negative_loglik``, numba, arch's order of operations) and its optimiser (scipy SLSQP, the same
+    finite-difference gradient, the same tolerance). Same optimum as ``arch_model(...).fit()``
+    (tests/strategies/test_options_vol.py measures how close) at a tenth of the cost: arch also builds a
+    covariance matrix of the estimates and a results object, which the walk-forward does not use, and lets
+    scipy difference the objective and the linear constraints in Python. None if the optimiser cannot run; ``converged`` is
+    SLSQP's success flag, arch's ``convergence_flag == 0``.
     """
-    y = np.asarray(returns_pct, dtype=np.float64)
+    y = np.ascontiguousarray(returns_pct, dtype=np.float64)
     if y.ndim != 1 or y.size < 10 or not np.isfinite(y).all() or not np.ptp(y) > 0.0:
         return None
-    with warnings.catch_warnings(), single_threaded_blas():  # BLAS threads only cost here
-        warnings.simplefilter("ignore")  # arch's DataScaleWarning / ConvergenceWarning: judged by the flag below
+    backcast = float(_VOLATILITY.backcast(y))
+    var_bounds = np.ascontiguousarray(_VOLATILITY.variance_bounds(y), dtype=np.float64)
+    start = _starting_values(y, backcast, var_bounds)
+    bounds = _VOLATILITY.bounds(y)
+    lower = np.array([b[0] for b in bounds])
+    upper = np.array([b[1] for b in bounds])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SLSQP's "Values in x were outside bounds", as arch silences it
         try:
-            model = arch_model(y, mean="Zero", vol="GARCH", p=1, q=1)
-            res = model.fit(disp="off", show_warning=False)  # the same fit, without its warning
+            opt = minimize(
+                _negative_loglik_and_gradient,
+                start,
+                args=(y, backcast, var_bounds, lower, upper),
+                jac=True,
+                method="SLSQP",
+                bounds=bounds,
+                constraints=_CONSTRAINTS,
+            )
         except (ValueError, ArithmeticError, np.linalg.LinAlgError):
             return None
-    omega, alpha, beta = (float(v) for v in res.params[["omega", "alpha[1]", "beta[1]"]])
+    omega, alpha, beta = (float(v) for v in opt.x)
     if not all(map(math.isfinite, (omega, alpha, beta))) or not omega > 0.0:
         return None  # omega = 0 would forecast zero variance forever
-    # with a zero mean arch's residuals are y itself: these are the values its fit and forecast used
-    backcast = float(model.volatility.backcast(y))
-    var_bounds = np.ascontiguousarray(model.volatility.variance_bounds(y), dtype=np.float64)
-    return GarchFit(omega, alpha, beta, backcast, var_bounds, int(res.convergence_flag) == 0)
+    return GarchFit(omega, alpha, beta, backcast, var_bounds, int(opt.status) == 0)
+
+
+@njit(cache=True)
+def _negative_loglik(params: np.ndarray, eps: np.ndarray, backcast: float, var_bounds: np.ndarray) -> float:
+    """-sum log N(eps_t; 0, sigma2_t) with arch's bounded GARCH(1,1) recursion from the backcast."""
+    omega, alpha, beta = params[0], params[1], params[2]
+    e2 = backcast
+    s2 = backcast
+    total = 0.0
+    for t in range(eps.shape[0]):
+        v = omega
+        v += alpha * e2
+        v += beta * s2
+        s2 = _bounds_check(v, var_bounds[t, 0], var_bounds[t, 1])
+        e = eps[t]
+        e2 = e * e
+        total += -0.5 * (_LOG_2PI + math.log(s2) + e2 / s2)
+    return -total
+
+
+@njit(cache=True)
+def _negative_loglik_and_gradient(
+    params: np.ndarray, eps: np.ndarray, backcast: float, var_bounds: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The objective and the gradient SLSQP would estimate for it: scipy's forward difference with its
+    absolute step sqrt(machine eps), taken backwards where the forward step would leave the bounds
+    (``scipy.optimize._numdiff.approx_derivative``, 2-point), in one compiled call instead of four."""
+    f0 = _negative_loglik(params, eps, backcast, var_bounds)
+    grad = np.empty(params.shape[0])
+    shifted = params.copy()
+    for i in range(params.shape[0]):
+        h = _FD_STEP
+        if params[i] + h > upper[i] or params[i] + h < lower[i]:
+            h = -h
+        shifted[i] = params[i] + h
+        grad[i] = (_negative_loglik(shifted, eps, backcast, var_bounds) - f0) / (shifted[i] - params[i])
+        shifted[i] = params[i]
+    return f0, grad
+
+
+@njit(cache=True)
+def _starting_values(eps: np.ndarray, backcast: float, var_bounds: np.ndarray) -> np.ndarray:
+    """arch's GARCH(1,1) starting values: the best of its grid alpha in (.01, .05, .1, .2) x persistence
+    in (.5, .7, .9, .98), omega = (1 - persistence) * mean(eps^2) (the first best on ties, as np.argmax)."""
+    target = 0.0
+    for t in range(eps.shape[0]):
+        target += eps[t] * eps[t]
+    target /= eps.shape[0]
+    best = math.inf
+    candidate = np.empty(3)
+    out = np.empty(3)
+    for alpha in (0.01, 0.05, 0.1, 0.2):
+        for persistence in (0.5, 0.7, 0.9, 0.98):
+            candidate[0] = (1.0 - persistence) * target
+            candidate[1] = alpha
+            candidate[2] = persistence - alpha
+            value = _negative_loglik(candidate, eps, backcast, var_bounds)
+            if value < best:
+                best = value
+                out[:] = candidate
+    return out
 
 
 @njit(cache=True)
@@ -214,7 +300,9 @@ def _rule(
 
 class OptionsVolParams(StrategyParams):
     train_window: int = Field(504, ge=50, description="returns in each GARCH fit (sessions)")
-    refit_every: int = Field(21, ge=1, description="sessions between refits")
+    refit_every: int = Field(
+        63, ge=1, description="sessions between refits (a quarter: the forecast still updates every session)"
+    )
     rv_window: int = Field(21, ge=2, description="log returns in the realised volatility")
     ratio_scale: float = Field(0.5, gt=0.0, description="ln(garch_vol / realised_vol) that gives tanh(1)")
     vrp_scale: float = Field(0.05, gt=0.0, description="VIX/100 - realised_vol (annualised) that gives tanh(1)")

@@ -3,14 +3,16 @@
 Per instrument, on its own valid bars (each instrument has its own regime, so a late listing or a gap in one
 instrument never touches another's, and the agent abstains per instrument exactly during its warm-up), the
 observation at row t is x_t = (e_t, v_t): e_t = 100 ln(C_t / C_{t-1}) (percent) and v_t = the population std
-of the last vol_window values of e (percent per session). Percent units keep hmmlearn's ``min_covar``
-(1e-3) negligible against the data.
+of the last vol_window values of e (percent per session). Percent units keep the covariance prior (1e-2)
+and ``min_covar`` (1e-3) negligible against the data.
 
-The model is ``hmmlearn.hmm.GaussianHMM`` with ``n_states`` (2 or 3) states and full (or diagonal)
-covariances, fitted by EM on the walk-forward window (strategies/walk_forward.py). The EM start is
-deterministic and does not depend on any random draw (``init_params=""``; ``random_state`` is still fixed):
-the window's rows sorted by v are cut into n_states equal groups whose means and covariances start the
-states, startprob is uniform and transmat has 0.9 on its diagonal. The fitted states are then ordered by
+The model is a Gaussian HMM with ``n_states`` (2 or 3) states and full (or diagonal) covariances, fitted by
+EM on the walk-forward window (strategies/walk_forward.py). The EM is ``hmmlearn.hmm.GaussianHMM``'s, with
+its default priors (a 1e-2 covariance prior, flat Dirichlet priors) and stopping rule, run in one numba
+function (``_em``) instead of hmmlearn's Python loop: tests/strategies/test_regime.py checks the
+parameters against hmmlearn's fit from the same start to 1e-8. The start is deterministic (nothing is
+drawn): the window's rows sorted by v are cut into n_states equal groups whose means and covariances start
+the states, startprob is uniform and transmat has 0.9 on its diagonal. The fitted states are then ordered by
 the variance of e in each state: state 0 (lowest) is calm, the last (highest) turbulent, the middle one,
 with 3 states, neutral.
 
@@ -24,21 +26,18 @@ the rows it serves.
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
-from hmmlearn.hmm import GaussianHMM
 from numba import njit
 from pydantic import Field
 
 from strategies import indicators as ind
 from strategies.base import Advice, Panel, Strategy, StrategyParams
 from strategies.registry import register
-from strategies.walk_forward import FitMemo, WalkForward, log_returns, single_threaded_blas
+from strategies.walk_forward import FitMemo, WalkForward, log_returns
 
 __all__ = [
     "HmmFit",
@@ -54,18 +53,8 @@ __all__ = [
 ANNUAL = 252
 _SQRT_ANNUAL = math.sqrt(ANNUAL)
 _LOG_2PI = math.log(2.0 * math.pi)
-_HMM_LOG = logging.getLogger("hmmlearn.base")
-
-
-class _NoEMNoise(logging.Filter):
-    """Drops hmmlearn's "Model is not converging" warning, logged for any decrease of the log-likelihood
-    beyond 1.5e-8, i.e. for rounding noise at an EM fixed point; the fit's ``converged`` flag is kept."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Model is not converging")
-
-
-_EM_NOISE = _NoEMNoise()
+_COVARS_PRIOR = 1e-2  # hmmlearn GaussianHMM defaults
+_MIN_COVAR = 1e-3
 
 
 class HmmFit(NamedTuple):
@@ -103,50 +92,177 @@ def fit_hmm(
     covariance_type: str = "full",
     n_iter: int = 100,
     tol: float = 1e-2,
-    random_state: int = 0,
 ) -> HmmFit | None:
-    """Fit a GaussianHMM to the rows of x from the deterministic start above; None if the fit fails."""
-    x = np.asarray(x, dtype=np.float64)
+    """Fit a Gaussian HMM to the rows of x by EM from the deterministic start above; None if the fit fails
+    (too few rows, non-finite data, or a covariance that stops being positive definite)."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 4 * n_states or not np.isfinite(x).all():
         return None
     means, covars = _initial(x, n_states)
-    model = GaussianHMM(
-        n_components=n_states,
-        covariance_type=covariance_type,
-        n_iter=n_iter,
-        tol=tol,
-        random_state=random_state,
-        params="stmc",
-        init_params="",
-    )
-    model.startprob_ = np.full(n_states, 1.0 / n_states)
+    if covariance_type == "diag":
+        covars = covars * np.eye(x.shape[1])
     off = 0.1 / (n_states - 1)
-    model.transmat_ = np.full((n_states, n_states), off) + (0.9 - off) * np.eye(n_states)
-    model.means_ = means
-    model.covars_ = covars if covariance_type == "full" else np.array([np.diag(c) for c in covars])
-    _HMM_LOG.addFilter(_EM_NOISE)
-    try:
-        with warnings.catch_warnings(), single_threaded_blas():
-            warnings.simplefilter("ignore")
-            model.fit(x)
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+    startprob = np.full(n_states, 1.0 / n_states)
+    transmat = np.full((n_states, n_states), off) + (0.9 - off) * np.eye(n_states)
+    ok, converged = _em(x, startprob, transmat, means, covars, covariance_type == "diag", n_iter, tol)
+    if not ok:
         return None
-    finally:
-        _HMM_LOG.removeFilter(_EM_NOISE)
-    history = model.monitor_.history  # hmmlearn's own ``converged`` is also True when n_iter runs out
-    converged = len(history) >= 2 and history[-1] - history[-2] < tol
-    full = np.asarray(model.covars_, dtype=np.float64)  # hmmlearn returns full matrices for every type
-    perm = np.argsort(full[:, 0, 0], kind="stable")
+    perm = np.argsort(covars[:, 0, 0], kind="stable")
     fit = HmmFit(
-        np.ascontiguousarray(model.startprob_[perm]),
-        np.ascontiguousarray(model.transmat_[np.ix_(perm, perm)]),
-        np.ascontiguousarray(model.means_[perm]),
-        np.ascontiguousarray(full[perm]),
+        np.ascontiguousarray(startprob[perm]),
+        np.ascontiguousarray(transmat[np.ix_(perm, perm)]),
+        np.ascontiguousarray(means[perm]),
+        np.ascontiguousarray(covars[perm]),
         bool(converged),
     )
     if not all(np.isfinite(a).all() for a in fit[:4]):
         return None
     return fit
+
+
+@njit(cache=True)
+def _log_emissions(x: np.ndarray, means: np.ndarray, covars: np.ndarray, out: np.ndarray) -> bool:
+    """out[t, k] = log N(x_t; means_k, covars_k); a covariance that is not positive definite is retried with
+    min_covar added to its diagonal, as hmmlearn does. False if that fails too."""
+    n_states, d = means.shape
+    z = np.empty(d)
+    for k in range(n_states):
+        chol = _cholesky(covars[k])
+        if np.isnan(chol).any():
+            chol = _cholesky(covars[k] + _MIN_COVAR * np.eye(d))
+            if np.isnan(chol).any():
+                return False
+        logdet = 0.0
+        for i in range(d):
+            logdet += math.log(chol[i, i])
+        logdet *= 2.0
+        for t in range(x.shape[0]):
+            q = 0.0
+            for a in range(d):
+                v = x[t, a] - means[k, a]
+                for b in range(a):
+                    v -= chol[a, b] * z[b]
+                z[a] = v / chol[a, a]
+                q += z[a] * z[a]
+            out[t, k] = -0.5 * (q + d * _LOG_2PI + logdet)
+    return True
+
+
+@njit(cache=True)
+def _em(
+    x: np.ndarray,
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    means: np.ndarray,
+    covars: np.ndarray,
+    diag: bool,
+    n_iter: int,
+    tol: float,
+) -> tuple[bool, bool]:
+    """hmmlearn's Baum-Welch for a GaussianHMM (params "stmc", default priors), in place on the parameters.
+
+    Each iteration: the E-step under the current parameters (scaled forward-backward, which gives hmmlearn's
+    log-space posteriors to rounding) yields the log-likelihood L_i; the M-step updates the parameters; EM
+    stops after n_iter iterations or once L_i - L_{i-1} < tol. Returns (ok, converged): ok is False if an
+    emission covariance stops being positive definite; converged is True if the tol rule stopped it.
+    """
+    n, d = x.shape
+    K = startprob.shape[0]
+    logb = np.empty((n, K))
+    b = np.empty((n, K))
+    fwd = np.empty((n, K))
+    bwd = np.empty((n, K))
+    scale = np.empty(n)
+    first = np.empty(K)
+    post = np.empty(K)
+    obs = np.empty((K, d))
+    obs2 = np.empty((K, d, d))
+    xi = np.empty((K, K))
+    previous = -math.inf
+    for iteration in range(n_iter):
+        if not _log_emissions(x, means, covars, logb):
+            return False, False
+        loglik = 0.0
+        for t in range(n):
+            top = logb[t, 0]
+            for k in range(1, K):
+                top = max(top, logb[t, k])
+            total = 0.0
+            for k in range(K):
+                b[t, k] = math.exp(logb[t, k] - top)
+                if t == 0:
+                    pred = startprob[k]
+                else:
+                    pred = 0.0
+                    for h in range(K):
+                        pred += fwd[t - 1, h] * transmat[h, k]
+                fwd[t, k] = pred * b[t, k]
+                total += fwd[t, k]
+            if not total > 0.0:
+                return False, False
+            scale[t] = total
+            for k in range(K):
+                fwd[t, k] /= total
+            loglik += math.log(total) + top
+        for k in range(K):
+            bwd[n - 1, k] = 1.0
+        for t in range(n - 2, -1, -1):
+            for h in range(K):
+                acc = 0.0
+                for k in range(K):
+                    acc += transmat[h, k] * b[t + 1, k] * bwd[t + 1, k]
+                bwd[t, h] = acc / scale[t + 1]
+        post[:] = 0.0
+        obs[:] = 0.0
+        obs2[:] = 0.0
+        xi[:] = 0.0
+        for t in range(n):
+            for k in range(K):
+                g = fwd[t, k] * bwd[t, k]
+                if t == 0:
+                    first[k] = g  # the posterior of the first row: the start statistics
+                post[k] += g
+                for a in range(d):
+                    obs[k, a] += g * x[t, a]
+                    for c in range(d):
+                        obs2[k, a, c] += g * x[t, a] * x[t, c]
+            if t + 1 < n:
+                for h in range(K):
+                    for k in range(K):
+                        xi[h, k] += fwd[t, h] * transmat[h, k] * b[t + 1, k] * bwd[t + 1, k] / scale[t + 1]
+        # M-step, hmmlearn's order: startprob, transmat, means, then covariances around the new means
+        total = 0.0
+        for k in range(K):
+            startprob[k] = first[k] if startprob[k] != 0.0 else 0.0
+            total += startprob[k]
+        for k in range(K):
+            startprob[k] /= total if total != 0.0 else 1.0
+        for h in range(K):
+            total = 0.0
+            for k in range(K):
+                transmat[h, k] = xi[h, k] if transmat[h, k] != 0.0 else 0.0
+                total += transmat[h, k]
+            for k in range(K):
+                transmat[h, k] /= total if total != 0.0 else 1.0
+        for k in range(K):
+            for a in range(d):
+                means[k, a] = obs[k, a] / post[k]
+            for a in range(d):
+                for c in range(d):
+                    if diag:
+                        if a == c:
+                            cn = obs2[k, a, a] - 2.0 * means[k, a] * obs[k, a] + means[k, a] ** 2 * post[k]
+                            covars[k, a, a] = (_COVARS_PRIOR + cn) / max(post[k], 1e-5)
+                        else:
+                            covars[k, a, c] = 0.0
+                    else:
+                        cn = obs2[k, a, c] - obs[k, a] * means[k, c] - means[k, a] * obs[k, c]
+                        cn += means[k, a] * means[k, c] * post[k]
+                        covars[k, a, c] = (_COVARS_PRIOR + cn) / post[k]
+        if iteration > 0 and loglik - previous < tol:
+            return True, True
+        previous = loglik
+    return True, False
 
 
 @njit(cache=True)
@@ -266,7 +382,6 @@ class RegimeParams(StrategyParams):
     vol_window: int = Field(21, ge=2, description="returns in the rolling-volatility feature")
     n_iter: int = Field(100, ge=1, description="maximum EM iterations per fit")
     tol: float = Field(1e-2, gt=0.0, description="EM stops when the log-likelihood gains less than this")
-    random_state: int = Field(0, ge=0, description="hmmlearn's seed (the EM start itself draws nothing)")
 
 
 @dataclass(frozen=True)
@@ -308,7 +423,7 @@ class Regime(Strategy):
       confidence = max_k p_k, how sure the filter is of the current state;
       rationale  p_calm, p_turbulent (and p_neutral with 3 states); vol_calm, vol_turbulent (vol_neutral):
                  sqrt(variance of e in that state) / 100 * sqrt(252), the annualised volatility of returns
-                 in each state of the fit in force; converged: hmmlearn's EM converged (1/0).
+                 in each state of the fit in force; converged: the EM converged (1/0).
     Abstains (NaN strength, confidence 0) before the first refit and where a fit failed: warmup =
     vol_window + train_window + 1 bars (the first observation is at row vol_window).
     """
@@ -327,7 +442,7 @@ class Regime(Strategy):
 
     def _fit(self, x: np.ndarray) -> HmmFit | None:
         p = self.params
-        return fit_hmm(x, p.n_states, p.covariance_type, p.n_iter, p.tol, p.random_state)
+        return fit_hmm(x, p.n_states, p.covariance_type, p.n_iter, p.tol)
 
     def probabilities(self, panel: Panel) -> tuple[RegimeProbabilities, np.ndarray]:
         """(the filtered probabilities, (T, m) converged flag of the fit in force; NaN where none)."""

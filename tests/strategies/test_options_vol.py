@@ -84,17 +84,41 @@ def test_memo_fits_each_window_once_and_keys_on_the_exact_bytes() -> None:
 
 
 @pytest.mark.parametrize(("symbol", "start", "window"), [("aapl", 1, 504), ("msft", 2000, 252), ("aapl", 2500, 150)])
-def test_garch_fit_and_recursion_match_arch(request, symbol: str, start: int, window: int) -> None:
+def test_garch_recursion_is_archs_with_the_fitted_params(request, symbol: str, start: int, window: int) -> None:
+    """With the params fixed, the variance path and the one-step forecast are arch's own (to 1e-10)."""
     close = request.getfixturevalue(symbol)["close"]
     y = log_returns(close)[start : start + window] * 100.0
     fit = fit_garch(y)
-    res = _arch(y)
-    assert fit is not None and fit.converged == (res.convergence_flag == 0)
-    expected = res.params[["omega", "alpha[1]", "beta[1]"]]
-    np.testing.assert_allclose([fit.omega, fit.alpha, fit.beta], expected, rtol=1e-6)
+    assert fit is not None
+    fixed = arch_model(y, vol="GARCH", p=1, q=1, mean="Zero").fix([fit.omega, fit.alpha, fit.beta])
     sigma2, forecast = garch_variance(y, fit)
-    np.testing.assert_allclose(sigma2, res.conditional_volatility**2, rtol=1e-6)
-    np.testing.assert_allclose(forecast[-1], res.forecast(horizon=1).variance.iloc[-1, 0], rtol=1e-6)
+    np.testing.assert_allclose(sigma2, fixed.conditional_volatility**2, rtol=1e-10)
+    np.testing.assert_allclose(forecast[-1], fixed.forecast(horizon=1).variance.iloc[-1, 0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("column", [0, 1, 2, 3])
+def test_garch_fit_reaches_archs_maximum_likelihood(panel: Panel, column: int) -> None:
+    """On every 2-year window (one every 126 sessions) of the real returns, arch's own likelihood of our
+    estimates is at least arch's maximum less 2e-3 (log-likelihood units, over 504 returns), and the
+    optimiser flags agree. SLSQP stops within ftol = 1e-6 of a flat optimum, so two runs of it whose
+    objective differs in the last bits (numpy's pairwise sum vs a loop) stop at slightly different points:
+    the estimates agree to 1e-3 (relative, alpha and beta; 2e-3 for omega) on at least 80% of the windows,
+    and where they differ more, ours has the higher likelihood or one within 2e-3 of arch's. Where arch's
+    SLSQP reports success, ours does too (where arch's fails, ours may succeed)."""
+    close = panel.close[:, column]
+    e = log_returns(close[~np.isnan(close)]) * 100.0
+    starts = range(1, e.size - 504, 126)
+    close_params = 0
+    for s in starts:
+        y = e[s : s + 504]
+        fit, res = fit_garch(y), _arch(y)
+        assert fit is not None and (fit.converged or res.convergence_flag != 0), s
+        ours = arch_model(y, vol="GARCH", p=1, q=1, mean="Zero").fix([fit.omega, fit.alpha, fit.beta])
+        assert ours.loglikelihood >= res.loglikelihood - 2e-3, s
+        theirs = res.params[["omega", "alpha[1]", "beta[1]"]].to_numpy()
+        mine = np.array([fit.omega, fit.alpha, fit.beta])
+        close_params += bool(np.all(np.abs(mine - theirs) <= np.array([2e-3, 1e-3, 1e-3]) * np.abs(theirs) + 1e-6))
+    assert close_params >= 0.8 * len(starts), (close_params, len(starts))
 
 
 def test_garch_vol_between_refits_is_arch_forecast_with_the_fitted_params(panel: Panel) -> None:

@@ -78,35 +78,61 @@ def test_features_are_percent_returns_and_their_rolling_std(aapl: dict[str, np.n
     np.testing.assert_allclose(aapl_x[21:, 1], e.rolling(21).std(ddof=0)[21:], rtol=1e-9)
 
 
-@pytest.mark.parametrize(("n_states", "cov"), [(2, "full"), (2, "diag"), (3, "full")])
-def test_fit_is_hmmlearn_with_states_ordered_by_variance(aapl_x: np.ndarray, n_states: int, cov: str) -> None:
-    x = aapl_x[1000:1400]
-    fit = fit_hmm(x, n_states, cov, random_state=7)
-    assert fit is not None
-    variances = fit.covars[:, 0, 0]
-    assert (np.diff(variances) > 0).all()  # calm first, turbulent last
-    assert fit.means[0, 1] < fit.means[-1, 1]  # and the calm state's rolling volatility is the lower
-    np.testing.assert_allclose(fit.startprob.sum(), 1.0) and np.testing.assert_allclose(fit.transmat.sum(1), 1.0)
-
-    # hmmlearn itself, from the same deterministic start: the same parameters up to the state order
+def _hmmlearn_fit(x: np.ndarray, n_states: int, cov: str, n_iter: int = 100, tol: float = 1e-2) -> GaussianHMM:
+    """hmmlearn's own EM from fit_hmm's deterministic start (rows cut into groups by the volatility feature)."""
     order = np.argsort(x[:, 1], kind="stable")
     groups = np.array_split(order, n_states)
-    model = GaussianHMM(n_states, covariance_type=cov, n_iter=100, tol=1e-2, random_state=7, init_params="")
+    model = GaussianHMM(n_states, covariance_type=cov, n_iter=n_iter, tol=tol, init_params="")
     model.startprob_ = np.full(n_states, 1.0 / n_states)
     off = 0.1 / (n_states - 1)
     model.transmat_ = np.full((n_states, n_states), off) + (0.9 - off) * np.eye(n_states)
     model.means_ = np.array([x[g].mean(axis=0) for g in groups])
     covars = np.array([np.cov(x[g].T) + 1e-6 * np.eye(2) for g in groups])
     model.covars_ = covars if cov == "full" else np.array([np.diag(c) for c in covars])
-    model.fit(x)
+    return model.fit(x)
+
+
+def _assert_same_fit(fit: HmmFit, model: GaussianHMM, tol: float, rtol: float) -> None:
+    """Same parameters up to the state order (hmmlearn's by start, ours calm first), same stopping reason."""
     perm = np.argsort(model.covars_[:, 0, 0])
-    np.testing.assert_allclose(fit.means, model.means_[perm], rtol=1e-10)
-    np.testing.assert_allclose(fit.covars, model.covars_[perm], rtol=1e-10)
-    np.testing.assert_allclose(fit.transmat, model.transmat_[np.ix_(perm, perm)], rtol=1e-10)
-    np.testing.assert_allclose(fit.startprob, model.startprob_[perm], rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(fit.means, model.means_[perm], rtol=rtol)
+    np.testing.assert_allclose(fit.covars, model.covars_[perm], rtol=rtol, atol=1e-300)
+    np.testing.assert_allclose(fit.transmat, model.transmat_[np.ix_(perm, perm)], rtol=rtol, atol=1e-300)
+    np.testing.assert_allclose(fit.startprob, model.startprob_[perm], rtol=rtol, atol=1e-300)
+    history = model.monitor_.history
+    assert fit.converged == (len(history) >= 2 and history[-1] - history[-2] < tol)
+
+
+@pytest.mark.parametrize(("n_states", "cov"), [(2, "full"), (2, "diag"), (3, "full")])
+def test_fit_is_hmmlearn_with_states_ordered_by_variance(aapl_x: np.ndarray, n_states: int, cov: str) -> None:
+    x = aapl_x[1000:1400]
+    fit = fit_hmm(x, n_states, cov)
+    assert fit is not None
+    variances = fit.covars[:, 0, 0]
+    assert (np.diff(variances) > 0).all()  # calm first, turbulent last
+    assert fit.means[0, 1] < fit.means[-1, 1]  # and the calm state's rolling volatility is the lower
+    np.testing.assert_allclose(fit.startprob.sum(), 1.0) and np.testing.assert_allclose(fit.transmat.sum(1), 1.0)
+    # hmmlearn itself, from the same deterministic start: the same parameters up to the state order
+    _assert_same_fit(fit, _hmmlearn_fit(x, n_states, cov), 1e-2, rtol=1e-10)
     # the fit is deterministic
-    again = fit_hmm(x.copy(), n_states, cov, random_state=7)
+    again = fit_hmm(x.copy(), n_states, cov)
     assert all(np.array_equal(a, b) for a, b in zip(fit[:4], again[:4]))
+
+
+@pytest.mark.parametrize("column", [0, 1, 2, 3])
+def test_fit_is_hmmlearn_on_every_walk_forward_window(panel: Panel, column: int) -> None:
+    """The default fit (2 states, full covariances, 504 rows) on windows one year apart over the whole
+    history of each stock: hmmlearn's parameters to 1e-8 (relative), and the same stopping reason. A tight
+    tol (1e-6) on one window runs EM to its fixed point over many iterations and still agrees."""
+    close = panel.close[:, column]
+    x = regime_features(close[~np.isnan(close)], 21)
+    for start in range(21, x.shape[0] - 504, 252):
+        window = x[start : start + 504]
+        fit = fit_hmm(window)
+        assert fit is not None
+        _assert_same_fit(fit, _hmmlearn_fit(window, 2, "full"), 1e-2, rtol=1e-8)
+    window = x[21:525]
+    _assert_same_fit(fit_hmm(window, tol=1e-6, n_iter=500), _hmmlearn_fit(window, 2, "full", 500, 1e-6), 1e-6, 1e-8)
 
 
 @pytest.mark.parametrize(("n_states", "cov"), [(2, "full"), (2, "diag"), (3, "full")])
