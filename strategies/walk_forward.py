@@ -27,25 +27,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 from numba import njit
 
-__all__ = ["FitMemo", "WalkForward", "log_returns", "single_threaded_blas"]
-
-_controller = None
-
-
-def single_threaded_blas():
-    """A context manager limiting BLAS to one thread, for the fits.
-
-    The fits (arch, hmmlearn) make many BLAS calls on tiny matrices, which threaded OpenBLAS makes many
-    times slower on a small, busy machine (hmmlearn's ``solve_triangular`` on a (2, 504) block: 12 ms with
-    2 threads, 0.02 ms with one). The thread pools are discovered once, at the first fit, after the
-    libraries that load them are imported.
-    """
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+__all__ = ["FitMemo", "WalkForward", "log_returns"]
 
 
 class FitMemo:
