@@ -8,6 +8,7 @@ import ray
 
 from firm.batches import Bars, SignalBatch
 from firm.data.validate import get_calendar
+from firm.journal import signal_lines
 from strategies import registry
 from strategies.base import Panel
 
@@ -87,10 +88,16 @@ class SignalAgent:
         finite = strength[~np.isnan(strength)]
         if finite.size and (finite.min() < -1 or finite.max() > 1):
             raise ValueError(f"agent {self.name}: strength outside [-1, 1]")
+        strength = np.round(strength, SIGNAL_DECIMALS)
+        confidence = np.round(np.clip(advice.confidence[new], 0.0, 1.0), SIGNAL_DECIMALS)
+        rationale = {key: np.ascontiguousarray(v[new]) for key, v in advice.rationale.items()}
         return SignalBatch(
             agent=self.name,
             offset=bars.offset,
-            strength=np.round(strength, SIGNAL_DECIMALS),
-            confidence=np.round(np.clip(advice.confidence[new], 0.0, 1.0), SIGNAL_DECIMALS),
-            rationale={key: np.ascontiguousarray(v[new]) for key, v in advice.rationale.items()},
+            strength=strength,
+            confidence=confidence,
+            rationale=rationale,
+            journal=signal_lines(
+                self.name, self.history.symbols, bars.stamps, bars.closes_at, strength, confidence, rationale
+            ),
         )

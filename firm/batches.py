@@ -59,6 +59,7 @@ class SignalBatch:
     strength: np.ndarray  # (n, m)
     confidence: np.ndarray  # (n, m)
     rationale: dict[str, np.ndarray] = field(default_factory=dict)
+    journal: list[str] = field(default_factory=list)  # per row, its SignalEvent lines (firm.journal.signal_lines)
 
 
 @dataclass

@@ -6,7 +6,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from datetime import datetime
 from typing import Any, Iterable
+
+import numpy as np
+from pydantic_core import to_json
 
 from firm.events import Event
 
@@ -15,6 +19,54 @@ def event_line(event: Event) -> str:
     """One journal line: ``{"type": <event class>, ...fields}``; deterministic for equal events."""
     body = event.model_dump_json()
     return f'{{"type":"{type(event).__name__}",{body[1:]}\n'
+
+
+def signal_lines(
+    agent: str,
+    symbols: tuple[str, ...],
+    stamps: list[str],
+    closes_at: list[datetime],
+    strength: np.ndarray,
+    confidence: np.ndarray,
+    rationale: dict[str, np.ndarray],
+) -> list[str]:
+    """The journal lines of one agent's ``SignalEvent``s for a batch: element k holds row k's lines (its
+    instruments in order; "" where the agent abstains on all of them).
+
+    Byte for byte ``event_line(SignalEvent(...))`` of the events the journal would otherwise build
+    (tests/firm/test_journal.py), without building them: an agent writes its own lines, in its own
+    process, so the cost of journaling every signal is spread over the agents instead of queued on the
+    driver. Rationale values that are not finite are left out, as NaN has no JSON form.
+    """
+    st, cf = strength.tolist(), confidence.tolist()
+    rat = [(key, values.tolist()) for key, values in rationale.items()]
+    rows = []
+    for k, (stamp, ts) in enumerate(zip(stamps, closes_at)):
+        lines = []
+        for j, symbol in enumerate(symbols):
+            s = st[k][j]
+            if s != s:
+                continue
+            reasons = {}
+            for key, values in rat:
+                x = values[k][j]
+                if x - x == 0.0:  # finite
+                    reasons[key] = x
+            line = {
+                "type": "SignalEvent",
+                "id": f"sig:{agent}:{symbol}:{stamp}",
+                "cause_id": f"bar:{symbol}:{stamp}",
+                "ts": ts,
+                "agent": agent,
+                "symbol": symbol,
+                "direction": (s > 0) - (s < 0),
+                "strength": s,
+                "confidence": cf[k][j],
+                "rationale": reasons,
+            }
+            lines.append(to_json(line).decode())
+        rows.append("".join(f"{line}\n" for line in lines))
+    return rows
 
 
 class Journal:
@@ -29,6 +81,11 @@ class Journal:
         lines = [event_line(e) for e in events]
         self._file.writelines(lines)
         self.count += len(lines)
+
+    def write_lines(self, text: str) -> None:
+        """Lines already in journal form (``signal_lines``), each ending in a newline."""
+        self._file.write(text)
+        self.count += text.count("\n")
 
     def record(self, kind: str, **fields: Any) -> None:
         """A journal line that is not an event (run start/end, barrier reports)."""

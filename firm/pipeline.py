@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ from firm.batches import BatchResult, Bars
 from firm.config import Config
 from firm.data.market import MarketData, load_market_data
 from firm.data.validate import write_quarantine
-from firm.events import Event, LateSignalEvent, MarketDataEvent, SignalEvent, ValidatedDecisionEvent
+from firm.events import Event, LateSignalEvent, MarketDataEvent, ValidatedDecisionEvent
 from firm.journal import Journal
 from firm.summary import RunStats
 
@@ -162,10 +161,6 @@ def journal_batch(journal: Journal, bars: Bars, result: BatchResult) -> None:
             i = k - part.start
             rows[k] = (part.fills[i], part.alerts[i], part.validated[i], part.orders[i])
     o, h, lo, c, v = (getattr(panel, f).tolist() for f in ("open", "high", "low", "close", "volume"))
-    signals = [
-        (sig.agent, sig.strength.tolist(), sig.confidence.tolist(), [(key, a.tolist()) for key, a in sig.rationale.items()])
-        for sig in result.signals
-    ]
     for k in range(len(bars)):
         fills, alerts, validated, orders = rows[k]
         events: list[Event] = list(fills)
@@ -185,30 +180,14 @@ def journal_batch(journal: Journal, bars: Bars, result: BatchResult) -> None:
                     volume=v[k][j],
                 )
             )
-        for agent, strength, confidence, rationale in signals:
-            for j, symbol in enumerate(symbols):
-                st = strength[k][j]
-                if st != st:
-                    continue
-                events.append(
-                    SignalEvent(
-                        id=f"sig:{agent}:{symbol}:{stamp}",
-                        cause_id=f"bar:{symbol}:{stamp}",
-                        ts=ts,
-                        agent=agent,
-                        symbol=symbol,
-                        direction=(st > 0) - (st < 0),
-                        strength=st,
-                        confidence=confidence[k][j],
-                        rationale={key: x[k][j] for key, x in rationale if math.isfinite(x[k][j])},
-                    )
-                )
-        events.extend(alerts)
-        events.extend(vd.decision for vd in validated)
-        for vd in validated:
-            events.extend(_stages(vd))
-        events.extend(orders)
         journal.write(events)
+        for sig in result.signals:  # the agents wrote their SignalEvent lines (firm.journal.signal_lines)
+            journal.write_lines(sig.journal[k])
+        after: list[Event] = [*alerts, *(vd.decision for vd in validated)]
+        for vd in validated:
+            after.extend(_stages(vd))
+        after.extend(orders)
+        journal.write(after)
 
 
 def _stages(vd: ValidatedDecisionEvent) -> list[ValidatedDecisionEvent]:
