@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ray
 
+from firm import kill_switch
 from firm.batches import Bars, Execution, Review
 from firm.broker.sim import SimulatedBroker
 from firm.config import Config
+from firm.events import KillSwitchEvent
 from firm.execution import ExecutionEngine
 from firm.journal import OrderLog
 from firm.portfolio import Book, Costs
@@ -16,7 +20,21 @@ from firm.portfolio import Book, Costs
 class ExecutionActor:
     def __init__(self, cfg: Config, symbols: tuple[str, ...], wal_path: str):
         broker = SimulatedBroker(symbols, cfg.broker.initial_cash, Costs.from_config(cfg.broker, cfg.run.seed))
-        self.engine = ExecutionEngine(broker, OrderLog(wal_path, fsync=cfg.journal.fsync))
+        self.kill_switch_path = cfg.kill_switch_path()
+        self.run_dir = Path(wal_path).parent
+        self.engine = ExecutionEngine(broker, OrderLog(wal_path, fsync=cfg.journal.fsync), self._persist_kill_switch)
+
+    def _persist_kill_switch(self, event: KillSwitchEvent) -> None:
+        """A trip committed in this run: engaged on disk before any cancel or flatten order is sent."""
+        kill_switch.engage(
+            self.kill_switch_path,
+            event.reason,
+            trigger=event.trigger,
+            by=f"risk ({kill_switch.whoami()})",
+            market_ts=event.ts.isoformat(),
+            run=str(self.run_dir),
+            flatten=event.flatten,
+        )
 
     def book(self) -> Book:
         return self.engine.broker.book.copy()

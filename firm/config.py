@@ -103,11 +103,121 @@ class CIOConfig(_Model):
         return self
 
 
+DEFAULT_SECTORS = {
+    "AAPL": "technology",
+    "MSFT": "technology",
+    "IBM": "technology",
+    "GOOG": "technology",
+    "SPX": "broad_index",
+    "COMP": "broad_index",
+}
+
+
+class DrawdownTier(_Model):
+    at: float = Field(gt=0, lt=1, description="Drawdown from peak equity at which the tier applies.")
+    action: Literal["reduce_size", "stop_new_entries", "flatten"] = Field(
+        description="reduce_size: position limit x scale; stop_new_entries: only reducing orders pass; "
+        "flatten: trips the kill switch, which cancels working orders and closes every position."
+    )
+    scale: float | None = Field(None, gt=0, lt=1, description="reduce_size only: factor on the position limit.")
+
+    @model_validator(mode="after")
+    def _scale(self) -> "DrawdownTier":
+        if self.action == "reduce_size" and self.scale is None:
+            raise ValueError("action reduce_size needs a scale in (0, 1)")
+        if self.action != "reduce_size" and self.scale is not None:
+            raise ValueError(f"scale applies to reduce_size only, not to {self.action}")
+        return self
+
+
+class CrashProtection(_Model):
+    enabled: bool = True
+    window: int = Field(1, ge=1, le=20, description="Bars the move is measured over (velocity window).")
+    lookback: int = Field(60, ge=10, le=2000, description="One-bar returns before the window that give sigma.")
+    sigmas: float = Field(4.0, gt=0, description="An instrument moving this many sigmas halts its new entries.")
+    min_move: float = Field(0.03, ge=0, lt=1, description="...and at least this absolute log move.")
+    portfolio_sigmas: float = Field(4.0, gt=0, description="The equity moving this many sigmas halts all entries.")
+    portfolio_min_move: float = Field(0.02, ge=0, lt=1, description="...and at least this absolute log move.")
+    halt_bars: int = Field(3, ge=1, le=250, description="Bars the halt lasts, the triggering bar included.")
+
+
+class CorrelationAlert(_Model):
+    enabled: bool = True
+    short_window: int = Field(20, ge=5, le=250, description="Recent returns whose correlations are compared.")
+    long_window: int = Field(250, ge=20, le=2000, description="Returns before them: the longer history.")
+    threshold: float = Field(
+        0.4, gt=0, le=2, description="Mean |change| of the pairwise correlations that raises a warning."
+    )
+
+    @model_validator(mode="after")
+    def _windows(self) -> "CorrelationAlert":
+        if self.long_window < 2 * self.short_window:
+            raise ValueError(
+                f"long_window {self.long_window} must be at least twice short_window {self.short_window}"
+            )
+        return self
+
+
+class KillSwitchConfig(_Model):
+    state_file: Path | None = Field(
+        None,
+        description="Where the kill switch state persists across runs (None: <run.output_dir>/state/kill_switch.json).",
+    )
+
+
 class RiskConfig(_Model):
     max_position_weight: float = Field(0.25, gt=0, le=10, description="|position value| / equity after the trade.")
     max_gross_exposure: float = Field(1.0, gt=0, le=10, description="sum |position value| / equity.")
     max_net_exposure: float = Field(0.6, ge=0, le=10, description="|sum position value| / equity.")
     max_drawdown: float = Field(0.25, gt=0, lt=1, description="From peak equity; past it only reducing orders pass.")
+    sectors: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_SECTORS),
+        description="Symbol -> sector; a symbol not listed is a sector of its own.",
+    )
+    max_sector_weight: float = Field(0.8, gt=0, le=10, description="sum |position value| of a sector / equity.")
+    max_concentration: float = Field(
+        0.5, gt=0, le=1, description="Largest |position| / gross, once gross reaches concentration_min_gross."
+    )
+    concentration_min_gross: float = Field(0.5, ge=0, le=10, description="Gross / equity from which it applies.")
+    daily_loss_limit: float = Field(
+        0.05, gt=0, lt=1, description="Loss since the previous close, as a share of its equity, that halts new risk."
+    )
+    daily_loss_action: Literal["halt", "kill_switch"] = Field(
+        "halt",
+        description="halt: no order that increases risk for daily_loss_halt_bars bars (the breaching close "
+        "included); kill_switch: trips the kill switch (working orders cancelled, positions kept).",
+    )
+    daily_loss_halt_bars: int = Field(1, ge=1, le=250)
+    drawdown_tiers: tuple[DrawdownTier, ...] = Field(
+        (
+            DrawdownTier(at=0.10, action="reduce_size", scale=0.5),
+            DrawdownTier(at=0.15, action="stop_new_entries"),
+            DrawdownTier(at=0.20, action="flatten"),
+        ),
+        description="From peak equity, in increasing order of 'at' and of severity.",
+    )
+    crash: CrashProtection = CrashProtection()
+    correlation: CorrelationAlert = CorrelationAlert()
+    kill_switch: KillSwitchConfig = KillSwitchConfig()
+
+    @field_validator("drawdown_tiers")
+    @classmethod
+    def _tiers_in_order(cls, v: tuple[DrawdownTier, ...]) -> tuple[DrawdownTier, ...]:
+        rank = {"reduce_size": 0, "stop_new_entries": 1, "flatten": 2}
+        for lo, hi in zip(v, v[1:]):
+            if hi.at <= lo.at:
+                raise ValueError(f"tiers must be in increasing order of 'at': {hi.at} after {lo.at}")
+            if rank[hi.action] < rank[lo.action]:
+                raise ValueError(f"tier at {hi.at} ({hi.action}) is milder than the tier at {lo.at} ({lo.action})")
+        return v
+
+    @field_validator("sectors")
+    @classmethod
+    def _sector_names(cls, v: dict[str, str]) -> dict[str, str]:
+        empty = sorted(s for s, name in v.items() if not name.strip())
+        if empty:
+            raise ValueError(f"empty sector name for {', '.join(empty)}")
+        return v
 
 
 class Blackout(_Model):
@@ -159,6 +269,18 @@ class Config(_Model):
         if not any(a.enabled for a in self.agents.values()):
             raise ValueError("at least one agent must be enabled under 'agents'")
         return self
+
+    @model_validator(mode="after")
+    def _sectors_in_universe(self) -> "Config":
+        if "sectors" in self.risk.model_fields_set:  # the default map covers the default universe only
+            unknown = sorted(s for s in self.risk.sectors if s not in self.data.symbols)
+            if unknown:
+                raise ValueError(f"risk.sectors lists {', '.join(unknown)}, not in data.symbols")
+        return self
+
+    def kill_switch_path(self) -> Path:
+        """The file the kill switch state persists in (risk.kill_switch.state_file or its default)."""
+        return self.risk.kill_switch.state_file or Path(self.run.output_dir) / "state" / "kill_switch.json"
 
     def enabled_agents(self) -> dict[str, AgentConfig]:
         return {name: a for name, a in self.agents.items() if a.enabled}

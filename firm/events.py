@@ -128,8 +128,15 @@ class RiskAlertEvent(Event):
 
 
 class KillSwitchEvent(Event):
+    """The kill switch engaged (or is found engaged at the start of a run): no order that increases
+    risk passes until a manual ``firm kill-switch reset``; working orders are cancelled and, when
+    ``flatten``, every position is closed by the execution agent."""
+
     active: bool
     reason: str
+    trigger: str = ""  # drawdown_tier, daily_loss, manual, persisted
+    flatten: bool = False
+    cancelled: tuple[str, ...] = ()  # order_refs of the working orders it cancels
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

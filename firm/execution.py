@@ -7,11 +7,12 @@ the first of them reaches the broker; fills are appended as they are confirmed.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Callable
 
 from firm.batches import Bars, Committed, Review
 from firm.broker.base import Broker
 from firm.cio import order_ref
-from firm.events import FillEvent, OrderEvent, Side, ValidatedDecisionEvent
+from firm.events import FillEvent, KillSwitchEvent, OrderEvent, Side, ValidatedDecisionEvent
 from firm.journal import OrderLog
 from firm.portfolio import Fill
 
@@ -21,9 +22,12 @@ class ProjectionMismatch(RuntimeError):
 
 
 class ExecutionEngine:
-    def __init__(self, broker: Broker, wal: OrderLog):
+    def __init__(
+        self, broker: Broker, wal: OrderLog, on_kill_switch: Callable[[KillSwitchEvent], None] | None = None
+    ):
         self.broker = broker
         self.wal = wal
+        self.on_kill_switch = on_kill_switch  # persists the switch (firm.kill_switch) before anything is sent
 
     def execute(self, review: Review, bars: Bars) -> tuple[Committed, list[tuple[int, int]]]:
         """Commit rows ``start..stop``: fills at the open, then the approved orders, WAL first."""
@@ -42,6 +46,9 @@ class ExecutionEngine:
                 self.wal.append_many([_wal_record(o) for o in row])
                 for order in row:
                     self.broker.submit(order)
+            for event in review.alerts[k - start]:
+                if isinstance(event, KillSwitchEvent) and event.active and event.trigger != "persisted":
+                    row.extend(self._kill_switch(event, bars.stamps[k]))
             orders.append(row)
             equity.append(self.broker.book.equity)
         symbols = self.broker.book.symbols
@@ -53,6 +60,40 @@ class ExecutionEngine:
         book = self.broker.book.copy()
         committed = Committed(start, review.stop, review.validated, review.alerts, orders, fills, equity, book)
         return committed, rejected
+
+    def _kill_switch(self, event: KillSwitchEvent, stamp: str) -> list[OrderEvent]:
+        """The kill switch tripped at this committed bar: persist it, cancel every working order and,
+        for a flatten trigger, send a market order closing each position (caused by the switch)."""
+        if self.on_kill_switch is not None:
+            self.on_kill_switch(event)
+        ts = event.ts.isoformat()
+        cancelled = self.broker.cancel_all()
+        if cancelled:
+            self.wal.append_many(
+                [{"kind": "cancel", "order_ref": ref, "ts": ts, "reason": f"kill switch: {event.id}"} for ref in cancelled]
+            )
+        if not event.flatten:
+            return []
+        book = self.broker.book
+        orders = [
+            OrderEvent(
+                id=f"ord:flatten:{symbol}:{stamp}",
+                cause_id=event.id,
+                ts=event.ts,
+                order_ref=f"firm-flatten-{symbol}-{stamp}",
+                symbol=symbol,
+                side=Side.SELL if position > 0 else Side.BUY,
+                quantity=abs(position),
+                decision_id=f"flatten:{symbol}:{stamp}",
+            )
+            for symbol, position in zip(book.symbols, book.positions)
+            if position != 0
+        ]
+        if orders:
+            self.wal.append_many([_wal_record(o) for o in orders])
+            for order in orders:
+                self.broker.submit(order)
+        return orders
 
     @staticmethod
     def _order(vd: ValidatedDecisionEvent) -> OrderEvent:

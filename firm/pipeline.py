@@ -15,12 +15,14 @@ import ray
 import yaml
 from ray.exceptions import GetTimeoutError, RayError
 
+from firm import kill_switch
 from firm.batches import BatchResult, Bars
 from firm.config import Config
 from firm.data.market import MarketData, load_market_data
 from firm.data.validate import write_quarantine
 from firm.events import Event, LateSignalEvent, MarketDataEvent, ValidatedDecisionEvent
 from firm.journal import Journal
+from firm.kill_switch import KillSwitchState
 from firm.summary import RunStats
 
 ACTOR_READY_TIMEOUT_S = 120
@@ -69,7 +71,7 @@ def start_ray(cfg: Config, address: str | None) -> float:
 class Pipeline:
     """The actors of one run, created in firm's namespace and torn down at the end."""
 
-    def __init__(self, cfg: Config, symbols: tuple[str, ...], run_dir: Path):
+    def __init__(self, cfg: Config, symbols: tuple[str, ...], run_dir: Path, switch: KillSwitchState | None = None):
         from actors.cio import CIOActor
         from actors.compliance import ComplianceActor
         from actors.execution import ExecutionActor
@@ -94,7 +96,7 @@ class Pipeline:
             )
             for name in self.agent_names
         ]
-        self.risk = RiskActor.options(name="risk").remote(cfg.risk)
+        self.risk = RiskActor.options(name="risk").remote(cfg.risk, symbols, switch)
         self.compliance = ComplianceActor.options(name="compliance").remote(cfg.compliance)
         self.execution = ExecutionActor.options(name="execution").remote(cfg, symbols, str(run_dir / "orders.wal.jsonl"))
         weights = {name: agents[name].weight for name in self.agent_names}
@@ -234,6 +236,15 @@ def run(
     on_batch: Callable[[Bars, BatchResult], None] | None = None,
 ) -> RunResult:
     """Replay ``cfg``'s market data through the whole pipeline; returns where it wrote and what it did."""
+    switch = kill_switch.load(cfg.kill_switch_path())  # unreadable: KillSwitchError, the run does not start
+    if switch.engaged:
+        print(
+            f"firm: the kill switch is {switch.describe()}\n"
+            f"firm: the run replays and journals but sends no order that increases risk; "
+            f"'firm kill-switch reset' clears it ({cfg.kill_switch_path()})",
+            file=sys.stderr,
+            flush=True,
+        )
     data = load_market_data(cfg.data)
     run_dir = make_run_dir(cfg, config_name)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -241,7 +252,7 @@ def run(
     symbols = data.panel.symbols
     stats = RunStats(symbols=symbols, initial_cash=cfg.broker.initial_cash, quarantined=list(data.quarantined))
     ray_start_s = start_ray(cfg, address)
-    pipeline = Pipeline(cfg, symbols, run_dir)
+    pipeline = Pipeline(cfg, symbols, run_dir, switch)
     journal = Journal(run_dir / "journal.jsonl")
     progress_line = Progress(len(data.panel.ts), data.n_bars, cfg.run.progress_every_s, progress)
     latencies: list[float] = []

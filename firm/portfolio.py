@@ -187,6 +187,11 @@ class Book:
     def submit(self, order: PendingOrder) -> None:
         self.pending.append(order)
 
+    def cancel_all(self) -> list[PendingOrder]:
+        """Drop every working order (not filled, nothing charged); returns them."""
+        cancelled, self.pending = self.pending, []
+        return cancelled
+
     def gross_exposure(self) -> float:
         return sum(abs(self.position_value(j)) for j in range(len(self.symbols)))
 

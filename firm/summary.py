@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from firm.batches import Bars, BatchResult
+from firm.events import KillSwitchEvent
 from firm.journal import sha256_file
 from risk.metrics import performance
 
@@ -30,6 +31,8 @@ class RunStats:
     decisions: int = 0
     rejections: Counter = field(default_factory=Counter)  # (validator, rule) -> n
     rejection_examples: dict = field(default_factory=dict)
+    alerts: Counter = field(default_factory=Counter)  # risk alert rule -> n
+    kill_switch: list = field(default_factory=list)  # "date trigger: reason" of each KillSwitchEvent
     orders: int = 0
     fills: int = 0
     commissions: float = 0.0
@@ -94,6 +97,12 @@ class RunStats:
                         if not v.approved:
                             self.rejections[(v.validator, v.rule)] += 1
                             self.rejection_examples.setdefault((v.validator, v.rule), f"{d.id}: {v.reason}")
+            for row in ex.alerts:
+                for a in row:
+                    if isinstance(a, KillSwitchEvent):
+                        self.kill_switch.append(f"{a.ts:%Y-%m-%d} {a.trigger}: {a.reason}")
+                    else:
+                        self.alerts[a.rule] += 1
             for row in ex.orders:
                 for o in row:
                     self.orders += 1
@@ -163,6 +172,8 @@ class RunStats:
             "decision_kinds": dict(self.decision_reasons),
             "rejections": {f"{v}/{r}": n for (v, r), n in sorted(self.rejections.items())},
             "rejection_examples": {f"{v}/{r}": e for (v, r), e in sorted(self.rejection_examples.items())},
+            "risk_alerts": dict(sorted(self.alerts.items())),
+            "kill_switch": list(self.kill_switch),
             "orders": self.orders,
             "fills": self.fills,
             "commissions": round(self.commissions, 2),
@@ -203,6 +214,10 @@ class RunStats:
                 lines.append(f"  e.g. {k:24s} {example}")
         else:
             lines.append("rejections       none")
+        if d["risk_alerts"]:
+            lines.append("risk alerts      " + ", ".join(f"{k} {n:,}" for k, n in d["risk_alerts"].items()))
+        for ks in d["kill_switch"]:
+            lines.append(f"KILL SWITCH      {ks}")
         lines += [
             f"orders / fills   {d['orders']:,} / {d['fills']:,}   commissions ${d['commissions']:,.2f}",
             "",

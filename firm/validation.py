@@ -11,40 +11,37 @@ from dataclasses import replace
 from firm.batches import Bars, Proposal, Review
 from firm.cio import pending_order
 from firm.compliance import ComplianceRules
-from firm.events import DecisionEvent, RiskAlertEvent, Side, ValidatedDecisionEvent, Verdict
-from risk.limits import Limits, check_order
+from firm.events import DecisionEvent, Side, ValidatedDecisionEvent, Verdict
+from risk.limits import Check, check_order
+from risk.monitor import RiskMonitor
 
 
 def _verdict(validator: str, check) -> Verdict:
     return Verdict(validator=validator, approved=check.approved, rule=check.rule, reason=check.reason)
 
 
-def review_risk(proposal: Proposal, bars: Bars, limits: Limits) -> Review:
-    """Check every decision against the limits on risk's own projection of the book."""
+def review_risk(proposal: Proposal, bars: Bars, monitor: RiskMonitor) -> Review:
+    """Check every decision against the limits and the bar's risk state on risk's own projection of
+    the book; the state (``risk/monitor.py``) depends only on that projection and on rows up to the bar.
+
+    A row where the kill switch trips rejects every decision (the switch cancels working orders and,
+    for the flatten tier, closes every position in execution) and ends the review like a rejection.
+    """
     book = proposal.book.copy()
     panel = bars.panel
     symbols = book.symbols
+    monitor.ingest(bars.offset, panel.close)
+    monitor.begin(bars.offset + proposal.start, book)
+    limits = monitor.limits
     validated, alerts = [], []
     stop = len(bars)
-    ts_cache = None
+    stamps = closes_at = None
     for k in range(proposal.start, len(bars)):
         book.fill_at_open(panel.open[k])
         book.mark(panel.close[k])
-        row_alerts = []
-        if book.prev_drawdown < limits.max_drawdown <= book.drawdown:
-            ts_cache = ts_cache or bars.closes_at
-            row_alerts.append(
-                RiskAlertEvent(
-                    id=f"alert:max_drawdown:{bars.stamps[k]}",
-                    cause_id=None,
-                    ts=ts_cache[k],
-                    severity="critical",
-                    rule="max_drawdown",
-                    message=f"drawdown {book.drawdown:.2%} reached the stop; only reducing orders pass",
-                    value=book.drawdown,
-                    limit=limits.max_drawdown,
-                )
-            )
+        if stamps is None:
+            stamps, closes_at = bars.stamps, bars.closes_at
+        gate, row_alerts, trip = monitor.row(bars.offset + k, book, stamps[k], closes_at[k])
         row: list[ValidatedDecisionEvent] = []
         values = [book.position_value(j) for j in range(len(symbols))]
         rejected = False
@@ -52,7 +49,10 @@ def review_risk(proposal: Proposal, bars: Bars, limits: Limits) -> Review:
             j = symbols.index(d.symbol)
             qty = d.quantity if d.side is Side.BUY else -d.quantity
             held = book.positions[j] + book.working(j)
-            check = check_order(limits, book.equity, book.drawdown, values, j, qty, d.price, held)
+            if trip is not None:
+                check = Check(False, "kill_switch", f"the kill switch trips on this bar ({trip.trigger}): {trip.reason}")
+            else:
+                check = check_order(limits, book.equity, book.drawdown, values, j, qty, d.price, held, gate)
             row.append(_validated("risk", d, (_verdict("risk", check),), d.id))
             if check.approved:
                 book.submit(pending_order(d, symbols))
@@ -61,7 +61,7 @@ def review_risk(proposal: Proposal, bars: Bars, limits: Limits) -> Review:
                 rejected = True
         validated.append(row)
         alerts.append(row_alerts)
-        if rejected:
+        if rejected or trip is not None:
             stop = k + 1
             break
     return Review(

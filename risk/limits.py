@@ -1,8 +1,40 @@
-"""Pre-trade risk limits as pure functions of the book and the order."""
+"""Pre-trade risk limits and the risk state of a bar, as pure functions of the book and the data.
+
+Everything here is a function of its arguments: the risk validator (``firm/validation.py``) calls
+them on its own projection of the book and on market data up to the bar, so a verdict or an alert
+is the same whatever the batch size.
+
+Static limits (``check_order``), each applied only to an order that makes its measure grow:
+position weight, sector gross weight, gross and net leverage, concentration (largest position's
+share of gross once the book is at least ``concentration_min_gross`` of equity).
+
+State rules (``Gate``): what the bar's risk state forbids on top of the static limits. The
+kill switch, the drawdown stop and tiers, the daily-loss halt and crash protection each block
+orders that increase risk, never orders that reduce it.
+
+Drawdown tiers (``drawdown_tier``): the highest tier whose ``at`` the book's drawdown has reached.
+``reduce_size`` scales the position limit by ``scale`` (risk rejects what exceeds the scaled limit;
+the CIO sizes down by calling ``size_scale`` on its own book's drawdown), ``stop_new_entries``
+rejects every order that increases risk, ``flatten`` trips the kill switch, which flattens the book.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+TierAction = Literal["reduce_size", "stop_new_entries", "flatten"]
+TIER_RANK = {"reduce_size": 0, "stop_new_entries": 1, "flatten": 2}
+
+
+@dataclass(frozen=True)
+class Tier:
+    at: float  # drawdown from peak equity at which the tier applies
+    action: TierAction
+    scale: float = 1.0  # reduce_size: the position limit is multiplied by this
 
 
 @dataclass(frozen=True)
@@ -11,6 +43,12 @@ class Limits:
     max_gross_exposure: float
     max_net_exposure: float
     max_drawdown: float
+    sector_of: tuple[int, ...] = ()  # column -> sector index; empty: no sector limit
+    sector_names: tuple[str, ...] = ()
+    max_sector_weight: float = math.inf
+    max_concentration: float = 1.0
+    concentration_min_gross: float = 0.5
+    drawdown_tiers: tuple[Tier, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -18,6 +56,24 @@ class Check:
     approved: bool
     rule: str = ""
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the bar's risk state forbids beyond the static limits (built by the risk validator).
+
+    ``blocked``: (rule, reason) pairs, each rejecting every order that increases risk, checked in
+    order (the first one is the verdict). ``blocked_columns``: column -> (rule, reason) for one
+    instrument. ``size_scale`` multiplies the position limit (``scale_rule`` names why).
+    """
+
+    blocked: tuple[tuple[str, str], ...] = ()
+    blocked_columns: dict[int, tuple[str, str]] = field(default_factory=dict)
+    size_scale: float = 1.0
+    scale_rule: str = ""
+
+
+OPEN = Gate()
 
 
 def check_order(
@@ -29,6 +85,7 @@ def check_order(
     quantity: int,
     price: float,
     held: int,
+    gate: Gate = OPEN,
 ) -> Check:
     """Verdict on buying (``quantity`` > 0) or selling ``quantity`` of ``column`` at ``price``.
 
@@ -43,21 +100,126 @@ def check_order(
         return Check(True)
     if equity <= 0:
         return Check(False, "equity", f"equity {equity:,.2f} is not positive")
+    if gate.blocked:
+        rule, reason = gate.blocked[0]
+        return Check(False, rule, reason)
     if drawdown >= limits.max_drawdown:
         return Check(
             False, "max_drawdown", f"drawdown {drawdown:.2%} >= stop {limits.max_drawdown:.2%}: only reducing orders"
         )
+    if column in gate.blocked_columns:
+        rule, reason = gate.blocked_columns[column]
+        return Check(False, rule, reason)
     weight = abs(after) / equity
     if weight > limits.max_position_weight:
         return Check(
             False, "max_position_weight", f"position {weight:.2%} of equity > limit {limits.max_position_weight:.2%}"
         )
+    scaled = limits.max_position_weight * gate.size_scale
+    if weight > scaled:
+        return Check(
+            False,
+            gate.scale_rule or "drawdown_tier",
+            f"position {weight:.2%} of equity > limit {limits.max_position_weight:.2%} x {gate.size_scale:g} "
+            f"= {scaled:.2%} ({gate.scale_rule or 'reduced size'})",
+        )
+    if limits.sector_of:
+        sector = limits.sector_of[column]
+        members = [i for i, s in enumerate(limits.sector_of) if s == sector]
+        sector_before = sum(abs(values[i]) for i in members)
+        sector_after = sector_before - abs(before) + abs(after)
+        if sector_after / equity > limits.max_sector_weight and sector_after > sector_before:
+            name = limits.sector_names[sector] if limits.sector_names else str(sector)
+            return Check(
+                False,
+                "max_sector_weight",
+                f"sector {name} gross {sector_after / equity:.2%} of equity > limit {limits.max_sector_weight:.2%}",
+            )
     gross_before = sum(abs(v) for v in values)
-    gross = (gross_before - abs(before) + abs(after)) / equity
-    if gross > limits.max_gross_exposure and gross * equity > gross_before:
+    gross_after = gross_before - abs(before) + abs(after)
+    gross = gross_after / equity
+    if gross > limits.max_gross_exposure and gross_after > gross_before:
         return Check(False, "max_gross_exposure", f"gross {gross:.2%} > limit {limits.max_gross_exposure:.2%}")
     net_before = sum(values)
     net = (net_before - before + after) / equity
     if abs(net) > limits.max_net_exposure and abs(net * equity) > abs(net_before):
         return Check(False, "max_net_exposure", f"net {net:+.2%} beyond limit {limits.max_net_exposure:.2%}")
+    share = concentration(values, column, after)
+    if gross >= limits.concentration_min_gross and share > limits.max_concentration:
+        return Check(
+            False,
+            "max_concentration",
+            f"{share:.2%} of gross in one position > limit {limits.max_concentration:.2%} "
+            f"(book at {gross:.2%} gross >= {limits.concentration_min_gross:.2%})",
+        )
     return Check(True)
+
+
+def concentration(values: Sequence[float], column: int, after: float) -> float:
+    """Share of gross exposure held in ``column`` once its value is ``after`` (0 for an empty book).
+
+    Only the growing column's share can rise (every other share falls as gross grows), so it is the
+    one the limit checks."""
+    gross = sum(abs(v) for i, v in enumerate(values) if i != column) + abs(after)
+    return 0.0 if gross <= 0 else abs(after) / gross
+
+
+def drawdown_tier(drawdown: float, tiers: Sequence[Tier]) -> Tier | None:
+    """The most severe tier the drawdown has reached (tiers sorted by ``at``), or None."""
+    reached = None
+    for tier in tiers:
+        if drawdown >= tier.at and (reached is None or TIER_RANK[tier.action] >= TIER_RANK[reached.action]):
+            reached = tier
+    return reached
+
+
+def size_scale(drawdown: float, tiers: Sequence[Tier]) -> float:
+    """Factor to apply to position sizes at this drawdown: the smallest ``scale`` of the
+    ``reduce_size`` tiers reached (1.0 when none is); 0.0 once a ``stop_new_entries`` or ``flatten``
+    tier is reached. Meant for the CIO's sizing, so that it does not propose what risk rejects."""
+    scale = 1.0
+    for tier in tiers:
+        if drawdown >= tier.at:
+            scale = min(scale, tier.scale if tier.action == "reduce_size" else 0.0)
+    return scale
+
+
+def daily_loss(prev_equity: float, equity: float) -> float:
+    """Loss since the previous close as a share of that close's equity (negative for a gain)."""
+    return 0.0 if prev_equity <= 0 else 1.0 - equity / prev_equity
+
+
+def move_sigmas(prices: np.ndarray, window: int, lookback: int) -> np.ndarray:
+    """Velocity of the last ``window`` bars in units of the volatility before them.
+
+    ``prices``: the last ``lookback + window + 1`` rows (one column per series), positive. The move
+    is the log return over the last ``window`` bars; sigma is the sample standard deviation of the
+    ``lookback`` one-bar log returns before the window, scaled by sqrt(window). Returns
+    (move, z) stacked as a (2, m) array; z is NaN where sigma is zero or a price is missing.
+    """
+    assert prices.shape[0] == lookback + window + 1, prices.shape
+    logp = np.log(prices)
+    returns = logp[1 : lookback + 1] - logp[:lookback]
+    sigma = returns.std(axis=0, ddof=1) * math.sqrt(window)
+    move = logp[-1] - logp[-1 - window]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sigma > 1e-12, move / sigma, np.nan)
+    return np.vstack([move, z])
+
+
+def correlation_shift(returns: np.ndarray, short: int) -> tuple[float, int]:
+    """Mean absolute change of the pairwise correlations of the last ``short`` rows of ``returns``
+    against the rows before them (the longer history); returns (distance, pairs used).
+
+    Pairs where either window has a missing return or no variance are left out; NaN if no pair is left.
+    """
+    recent, history = returns[-short:], returns[:-short]
+    ok = np.isfinite(recent).all(axis=0) & np.isfinite(history).all(axis=0)
+    ok &= (recent.std(axis=0) > 0) & (history.std(axis=0) > 0)
+    cols = np.flatnonzero(ok)
+    if cols.size < 2:
+        return math.nan, 0
+    a = np.corrcoef(recent[:, cols], rowvar=False)
+    b = np.corrcoef(history[:, cols], rowvar=False)
+    iu = np.triu_indices(cols.size, 1)
+    return float(np.mean(np.abs(a[iu] - b[iu]))), int(iu[0].size)

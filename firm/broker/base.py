@@ -24,6 +24,10 @@ class Broker(ABC):
     def submit(self, order: OrderEvent) -> None:
         """Send an order. Raises ``DuplicateOrder`` if its ``order_ref`` was already sent."""
 
+    @abstractmethod
+    def cancel_all(self) -> list[str]:
+        """Cancel every working order (the kill switch); returns the order_refs cancelled."""
+
 
 class DuplicateOrder(RuntimeError):
     pass

@@ -31,3 +31,6 @@ class SimulatedBroker(Broker):
         self._sent.add(order.order_ref)
         qty = order.quantity if order.side is Side.BUY else -order.quantity
         self._book.submit(PendingOrder(order.order_ref, self._book.symbols.index(order.symbol), qty, order.decision_id))
+
+    def cancel_all(self) -> list[str]:
+        return [o.order_ref for o in self._book.cancel_all()]
