@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from firm.config import ConfigError, load_config
+from firm.kill_switch import KillSwitchError
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
@@ -110,6 +111,30 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kill_switch(args: argparse.Namespace) -> int:
+    from firm import kill_switch
+
+    cfg = load_config(args.config)
+    path = cfg.kill_switch_path()
+    if args.action == "status":
+        state = kill_switch.load(path)
+        print(f"kill switch: {state.describe()}")
+        print(f"state file:  {path}{'' if path.exists() else ' (absent: never engaged)'}")
+        return 0
+    if not args.reason or not args.reason.strip():
+        raise ConfigError(f"kill-switch {args.action}: --reason is required (it goes to the audit log)")
+    if args.action == "engage":
+        state = kill_switch.engage(path, args.reason.strip(), trigger="manual", flatten=False)
+        print(f"kill switch: {state.describe()}")
+        print(f"runs with {args.config} now send no order that increases risk until 'firm kill-switch reset'")
+    else:
+        before, state = kill_switch.reset(path, args.reason.strip())
+        was = before.describe() if before.engaged else "was not engaged"
+        print(f"kill switch: reset by {state.by} at {state.at}: {state.reason} ({was})")
+    print(f"state file:  {path}; audit log: {kill_switch.audit_log(path)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="firm",
@@ -121,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  firm run --address 10.0.0.5:6379       the same on a running Ray cluster\n"
         "  firm check --config configs/my.yaml    validate a config and its data\n"
         "  firm walk-forward --agents regime      in-sample vs out-of-sample scores of a fitted agent\n"
+        "  firm kill-switch status                is the kill switch engaged, by whom, why\n"
         "Each run writes journal.jsonl, orders.wal.jsonl, quarantine.jsonl, equity.csv and summary.json\n"
         "to its run directory under run.output_dir (printed at the end).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -175,6 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_walk_forward)
+
+    p = sub.add_parser(
+        "kill-switch",
+        help="show, engage or reset the kill switch (persisted across runs)",
+        description="The kill switch stops every order that increases risk, cancels working orders and, when "
+        "tripped by the flatten drawdown tier, closes every position. It stays engaged across runs until reset "
+        "here. State: risk.kill_switch.state_file (default <run.output_dir>/state/kill_switch.json); every "
+        "engage and reset is appended to kill_switch.log.jsonl beside it.",
+    )
+    p.add_argument("action", choices=("status", "engage", "reset"))
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
+    p.add_argument("--reason", default=None, help="why (required for engage and reset; recorded with who and when)")
+    p.set_defaults(func=cmd_kill_switch)
     return parser
 
 
@@ -185,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"firm: {err}", file=sys.stderr)
         return 2
+    except KillSwitchError as err:
+        print(f"firm: {err}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

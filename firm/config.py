@@ -270,14 +270,6 @@ class Config(_Model):
             raise ValueError("at least one agent must be enabled under 'agents'")
         return self
 
-    @model_validator(mode="after")
-    def _sectors_in_universe(self) -> "Config":
-        if "sectors" in self.risk.model_fields_set:  # the default map covers the default universe only
-            unknown = sorted(s for s in self.risk.sectors if s not in self.data.symbols)
-            if unknown:
-                raise ValueError(f"risk.sectors lists {', '.join(unknown)}, not in data.symbols")
-        return self
-
     def kill_switch_path(self) -> Path:
         """The file the kill switch state persists in (risk.kill_switch.state_file or its default)."""
         return self.risk.kill_switch.state_file or Path(self.run.output_dir) / "state" / "kill_switch.json"
@@ -313,6 +305,10 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: invalid config\n  " + "\n  ".join(_format_errors(err))) from None
 
     problems: list[str] = []
+    if "sectors" in cfg.risk.model_fields_set:  # the default map covers the default universe only
+        for symbol in cfg.risk.sectors:
+            if symbol not in cfg.data.symbols:
+                problems.append(f"risk.sectors.{symbol}: not in data.symbols ({', '.join(cfg.data.symbols)})")
     agents: dict[str, AgentConfig] = {}
     for name, agent in cfg.agents.items():
         if name not in registry.available():
