@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
+from numba import njit
 
 TierAction = Literal["reduce_size", "stop_new_entries", "flatten"]
 TIER_RANK = {"reduce_size": 0, "stop_new_entries": 1, "flatten": 2}
@@ -223,3 +224,91 @@ def correlation_shift(returns: np.ndarray, short: int) -> tuple[float, int]:
     b = np.corrcoef(history[:, cols], rowvar=False)
     iu = np.triu_indices(cols.size, 1)
     return float(np.mean(np.abs(a[iu] - b[iu]))), int(iu[0].size)
+
+
+# --- the same two measures as sequential numba loops, for the risk validator's per-bar path ---------
+# One bar at a time on the log prices already known, every logarithm taken once when the bar arrives
+# (``math.log``), no numpy reductions whose summation order could depend on an array's shape: a bar's
+# value is the same bits whichever batch brought it. Checked against the numpy versions above.
+
+
+@njit(cache=True)
+def velocity_at(logp: np.ndarray, g: int, window: int, lookback: int) -> tuple[np.ndarray, np.ndarray]:
+    """``move_sigmas`` at row ``g`` of ``logp`` (log prices, one column per series), rows
+    ``g - lookback - window .. g``; returns (move, z), z NaN where sigma is zero or data is missing."""
+    m = logp.shape[1]
+    move = np.empty(m)
+    z = np.empty(m)
+    s = g - window - lookback
+    for j in range(m):
+        mean = 0.0
+        for i in range(s + 1, s + lookback + 1):
+            mean += logp[i, j] - logp[i - 1, j]
+        mean /= lookback
+        var = 0.0
+        for i in range(s + 1, s + lookback + 1):
+            d = logp[i, j] - logp[i - 1, j] - mean
+            var += d * d
+        sigma = math.sqrt(var / (lookback - 1)) * math.sqrt(window)
+        mv = logp[g, j] - logp[g - window, j]
+        move[j] = mv
+        z[j] = mv / sigma if sigma > 1e-12 else np.nan
+    return move, z
+
+
+@njit(cache=True)
+def correlation_shift_at(logp: np.ndarray, g: int, short: int, long: int) -> float:
+    """``correlation_shift`` of the one-bar log returns ending at row ``g``: the last ``short`` against
+    the ``long`` before them (rows ``g - short - long .. g`` of ``logp``)."""
+    m = logp.shape[1]
+    first = g - short - long + 1  # first return row: logp[first] - logp[first - 1]
+    split = g - short + 1
+    mean_r = np.zeros(m)
+    mean_h = np.zeros(m)
+    ok = np.ones(m, dtype=np.bool_)
+    for j in range(m):
+        for i in range(first, g + 1):
+            r = logp[i, j] - logp[i - 1, j]
+            if not math.isfinite(r):
+                ok[j] = False
+            if i >= split:
+                mean_r[j] += r
+            else:
+                mean_h[j] += r
+        mean_r[j] /= short
+        mean_h[j] /= long
+    var_r = np.zeros(m)
+    var_h = np.zeros(m)
+    for j in range(m):
+        if not ok[j]:
+            continue
+        for i in range(first, g + 1):
+            r = logp[i, j] - logp[i - 1, j]
+            if i >= split:
+                var_r[j] += (r - mean_r[j]) ** 2
+            else:
+                var_h[j] += (r - mean_h[j]) ** 2
+        if var_r[j] <= 0.0 or var_h[j] <= 0.0:
+            ok[j] = False
+    total = 0.0
+    pairs = 0
+    for a in range(m):
+        if not ok[a]:
+            continue
+        for b in range(a + 1, m):
+            if not ok[b]:
+                continue
+            cr = 0.0
+            ch = 0.0
+            for i in range(first, g + 1):
+                ra = logp[i, a] - logp[i - 1, a]
+                rb = logp[i, b] - logp[i - 1, b]
+                if i >= split:
+                    cr += (ra - mean_r[a]) * (rb - mean_r[b])
+                else:
+                    ch += (ra - mean_h[a]) * (rb - mean_h[b])
+            corr_r = cr / math.sqrt(var_r[a] * var_r[b])
+            corr_h = ch / math.sqrt(var_h[a] * var_h[b])
+            total += abs(corr_r - corr_h)
+            pairs += 1
+    return total / pairs if pairs else np.nan

@@ -24,7 +24,16 @@ from firm.config import RiskConfig
 from firm.events import KillSwitchEvent, RiskAlertEvent
 from firm.kill_switch import KillSwitchState
 from firm.portfolio import Book
-from risk.limits import TIER_RANK, Gate, Limits, Tier, daily_loss, drawdown_tier, move_sigmas, correlation_shift
+from risk.limits import (
+    TIER_RANK,
+    Gate,
+    Limits,
+    Tier,
+    correlation_shift_at,
+    daily_loss,
+    drawdown_tier,
+    velocity_at,
+)
 
 
 def limits_from_config(cfg: RiskConfig, symbols: tuple[str, ...]) -> Limits:
@@ -81,7 +90,7 @@ class RiskMonitor:
         self.persisted = persisted if persisted is not None and persisted.engaged else None
         m = len(self.symbols)
         # market rows
-        self.px = _Grow((m,))  # closes carried forward (NaN before an instrument's first bar)
+        self.logp = _Grow((m,))  # log closes carried forward (NaN before an instrument's first bar)
         self.move = _Grow((m,))  # log move over crash.window bars
         self.z = _Grow((m,))  # ... in sigmas of the lookback before it
         self.crash_hit = _Grow((m,), dtype=bool, fill=False)
@@ -89,39 +98,40 @@ class RiskMonitor:
         # book rows
         self.initial_equity: float | None = None
         self.equity = _Grow(())
+        self.log_equity = _Grow((1,))
         self.loss_breach = _Grow((), dtype=bool, fill=False)
         self.port_hit = _Grow((), dtype=bool, fill=False)
         self.trip: tuple[int, KillSwitchEvent] | None = None
+        # load the compiled kernels now (numba cache), while the agents start, not on the first bar
+        warm = np.zeros((4, 2))
+        velocity_at(warm, 3, 1, 2)
+        correlation_shift_at(warm, 3, 1, 2)
 
     # -- market data ---------------------------------------------------------------------------
 
     def ingest(self, offset: int, closes: np.ndarray) -> None:
         """Add the rows of a batch not seen yet (``closes``: (n, m), row 0 is global row ``offset``)."""
-        if offset > self.px.n:
-            raise ValueError(f"risk got rows from {offset} before rows {self.px.n}..{offset - 1}")
-        for k in range(self.px.n - offset, len(closes)):
-            self._market_row(closes[k])
+        if offset > self.logp.n:
+            raise ValueError(f"risk got rows from {offset} before rows {self.logp.n}..{offset - 1}")
+        for row in closes[self.logp.n - offset :].tolist():
+            self._market_row(row)
 
-    def _market_row(self, closes: np.ndarray) -> None:
-        last = self.px.view()[-1] if self.px.n else np.full(len(self.symbols), math.nan)
-        self.px.append(np.where(np.isnan(closes), last, closes))
-        g = self.px.n - 1
+    def _market_row(self, closes: list[float]) -> None:
+        last = self.logp.a[self.logp.n - 1].tolist() if self.logp.n else [math.nan] * len(closes)
+        self.logp.append([math.log(c) if c == c else prev for c, prev in zip(closes, last)])
+        g = self.logp.n - 1
         crash, corr = self.cfg.crash, self.cfg.correlation
-        span = crash.lookback + crash.window + 1
-        if crash.enabled and g + 1 >= span:
-            mz = move_sigmas(self.px.a[g + 1 - span : g + 1], crash.window, crash.lookback)
-            hit = (np.abs(mz[1]) >= crash.sigmas) & (np.abs(mz[0]) >= crash.min_move)
-            self.move.append(mz[0])
-            self.z.append(mz[1])
-            self.crash_hit.append(hit)
+        if crash.enabled and g >= crash.lookback + crash.window:
+            move, z = velocity_at(self.logp.a, g, crash.window, crash.lookback)
+            self.move.append(move)
+            self.z.append(z)
+            self.crash_hit.append((np.abs(z) >= crash.sigmas) & (np.abs(move) >= crash.min_move))
         else:
             self.move.append(math.nan)
             self.z.append(math.nan)
             self.crash_hit.append(False)
-        rows = corr.short_window + corr.long_window
-        if corr.enabled and g >= rows:
-            logp = np.log(self.px.a[g - rows : g + 1])
-            self.corr.append(correlation_shift(logp[1:] - logp[:-1], corr.short_window)[0])
+        if corr.enabled and g >= corr.short_window + corr.long_window:
+            self.corr.append(correlation_shift_at(self.logp.a, g, corr.short_window, corr.long_window))
         else:
             self.corr.append(math.nan)
 
@@ -133,7 +143,7 @@ class RiskMonitor:
             if row != 0:
                 raise ValueError(f"the first review must start at row 0, not {row}")
             self.initial_equity = book.equity
-        for series in (self.equity, self.loss_breach, self.port_hit):
+        for series in (self.equity, self.log_equity, self.loss_breach, self.port_hit):
             series.truncate(row)
         if self.trip is not None and self.trip[0] >= row:
             self.trip = None
@@ -149,6 +159,7 @@ class RiskMonitor:
         prev_equity = self.equity.a[g - 1] if g else self.initial_equity
         equity = book.equity
         self.equity.append(equity)
+        self.log_equity.append(math.log(equity) if equity > 0 else math.nan)
         alerts: list = []
         blocked: list[tuple[str, str]] = []
 
@@ -232,13 +243,12 @@ class RiskMonitor:
 
         # crash protection: the portfolio (all entries) and each instrument (its entries)
         crash = cfg.crash
-        span = crash.lookback + crash.window + 1
         port_hit = False
-        if crash.enabled and g + 1 >= span:
-            eq = self.equity.a[g + 1 - span : g + 1, None]
-            if (eq > 0).all():
-                move, z = move_sigmas(eq, crash.window, crash.lookback)[:, 0]
-                port_hit = bool(abs(z) >= crash.portfolio_sigmas and abs(move) >= crash.portfolio_min_move)
+        if crash.enabled and g >= crash.lookback + crash.window:
+            moves, zs = velocity_at(self.log_equity.a, g, crash.window, crash.lookback)
+            move, z = float(moves[0]), float(zs[0])
+            if z == z:  # NaN: flat equity (no sigma) or a non-positive equity in the window
+                port_hit = abs(z) >= crash.portfolio_sigmas and abs(move) >= crash.portfolio_min_move
                 if port_hit:
                     alerts.append(
                         RiskAlertEvent(

@@ -169,3 +169,26 @@ def test_correlation_shift_leaves_out_missing_series():
     r[5, 2] = np.nan
     d, pairs = correlation_shift(r, 20)
     assert pairs == 1 and math.isfinite(d)
+
+
+def test_the_per_bar_kernels_match_the_numpy_definitions_on_real_data():
+    """risk/monitor.py computes velocity and correlation shift with sequential numba loops, one bar at
+    a time; on 2007-2010 they agree with move_sigmas and correlation_shift (numpy) to 1e-12."""
+    from risk.limits import correlation_shift_at, velocity_at
+
+    symbols = ["AAPL", "MSFT", "IBM", "GOOG", "SPX", "COMP"]
+    closes = _closes(symbols, "2007-01-01", "2010-12-31").to_numpy()
+    logp = np.array([[math.log(x) for x in row] for row in closes.tolist()])
+    for g in range(300, len(closes), 17):
+        for window in (1, 3):
+            move, z = velocity_at(logp, g, window, 60)
+            ref = move_sigmas(closes[g - 60 - window : g + 1], window, 60)
+            np.testing.assert_allclose(move, ref[0], rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(z, ref[1], rtol=1e-10)
+        returns = np.diff(logp[g - 270 : g + 1], axis=0)
+        assert correlation_shift_at(logp, g, 20, 250) == pytest.approx(correlation_shift(returns, 20)[0], rel=1e-10)
+    gap = logp.copy()
+    gap[500, 2] = np.nan  # a missing price: the series is left out of every window that holds it
+    assert math.isnan(velocity_at(gap, 510, 1, 60)[1][2])
+    returns = np.diff(gap[500 - 260 : 511], axis=0)
+    assert correlation_shift_at(gap, 510, 20, 250) == pytest.approx(correlation_shift(returns, 20)[0], rel=1e-10)
