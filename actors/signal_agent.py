@@ -59,12 +59,40 @@ class _History:
         )
 
 
+@ray.remote(num_cpus=0)
+class BarsArchive:
+    """The object refs of every batch of the run, in order: what a restarted agent rebuilds its history from."""
+
+    def __init__(self):
+        self.batches: list[tuple[int, list[ray.ObjectRef]]] = []
+
+    def add(self, offset: int, refs: list[ray.ObjectRef]) -> None:
+        self.batches.append((offset, refs))
+
+    def before(self, offset: int) -> list[tuple[int, list[ray.ObjectRef]]]:
+        return [(o, refs) for o, refs in self.batches if o < offset]
+
+
 @ray.remote(num_cpus=0, max_restarts=0)
 class SignalAgent:
-    def __init__(self, name: str, params: dict, symbols: tuple[str, ...], calendar: str = "XNYS"):
+    """One strategy's agent. With an ``archive`` (the pipeline's), an agent whose history does not reach the
+    batch it is given (Ray restarted it after a crash or a kill) first rebuilds the history from the archive,
+    and abstains on the whole batch (NaN, no journal lines) while it cannot: it never speaks on a partial history."""
+
+    def __init__(
+        self,
+        name: str,
+        params: dict,
+        symbols: tuple[str, ...],
+        calendar: str = "XNYS",
+        archive=None,
+        strategy_cls: type | None = None,
+    ):
         self.name = name
-        self.strategy = registry.create(name, params)
+        self.strategy = strategy_cls(params) if strategy_cls is not None else registry.create(name, params)
         self.history = _History(tuple(symbols))
+        self.archive = archive
+        self.rebuilt_rows = 0  # rows taken from the archive after a restart
         self._compile(len(symbols), calendar)
 
     def _compile(self, m: int, calendar: str) -> None:
@@ -79,7 +107,29 @@ class SignalAgent:
     def ready(self) -> str:
         return self.name
 
+    def _rebuild(self, offset: int) -> None:
+        """Extend the history with the archived batches it lacks before row ``offset`` (in order, contiguous)."""
+        try:
+            archived = ray.get(self.archive.before.remote(offset))
+            for o, (ref,) in archived:
+                if o < self.history.n:
+                    continue
+                if o != self.history.n:
+                    return  # a gap in the archive: stay incomplete
+                bars: Bars = ray.get(ref)
+                self.history.extend(bars.panel)
+                self.rebuilt_rows += len(bars)
+        except ray.exceptions.RayError:
+            return
+
+    def status(self) -> dict:
+        return {"name": self.name, "rows": self.history.n, "rebuilt_rows": self.rebuilt_rows}
+
     def on_bars(self, bars: Bars) -> SignalBatch:
+        if self.archive is not None and self.history.n < bars.offset:
+            self._rebuild(bars.offset)
+            if self.history.n != bars.offset:
+                return _abstain(self.name, bars)
         self.history.extend(bars.panel)
         advice = self.strategy.compute(self.history.panel())
         k = len(bars)
@@ -101,3 +151,15 @@ class SignalAgent:
                 self.name, self.history.symbols, bars.stamps, bars.closes_at, strength, confidence, rationale
             ),
         )
+
+
+def _abstain(agent: str, bars: Bars) -> SignalBatch:
+    shape = bars.panel.close.shape
+    return SignalBatch(
+        agent=agent,
+        offset=bars.offset,
+        strength=np.full(shape, np.nan),
+        confidence=np.zeros(shape),
+        rationale={},
+        journal=[""] * shape[0],
+    )

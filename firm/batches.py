@@ -15,7 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
-from firm.events import DecisionEvent, FillEvent, OrderEvent, RiskAlertEvent, ValidatedDecisionEvent
+from firm.events import DecisionEvent, Event, FillEvent, OrderEvent, RiskAlertEvent, ValidatedDecisionEvent
 from firm.portfolio import Book
 from strategies.base import Panel
 
@@ -130,3 +130,4 @@ class BatchResult:
     barrier_wait_s: float
     committed: list[Committed]
     timing: dict[str, float] = field(default_factory=dict)  # seconds spent in the CIO, by phase
+    cio_events: list[Event] = field(default_factory=list)  # agent toggles, required agents missing

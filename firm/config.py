@@ -83,6 +83,19 @@ class AgentConfig(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class RegimeWeight(_Model):
+    calm: float = Field(1.0, ge=0, le=10, description="Multiplier on the agent's weight when P(turbulent) = 0.")
+    turbulent: float = Field(1.0, ge=0, le=10, description="...and when P(turbulent) = 1 (linear in between).")
+
+
+DEFAULT_REGIME_WEIGHTS = {
+    "mean_reversion": RegimeWeight(turbulent=0.5),
+    "market_making": RegimeWeight(turbulent=0.25),
+    "stat_arb": RegimeWeight(turbulent=0.5),
+    "index_spread": RegimeWeight(turbulent=0.5),
+}
+
+
 class CIOConfig(_Model):
     name: str = Field("cio", min_length=1, description="Name of the singleton CIO actor.")
     barrier_timeout_s: float = Field(10.0, gt=0, description="ray.wait timeout for the agents' signals.")
@@ -90,9 +103,57 @@ class CIOConfig(_Model):
     exit_threshold: float = Field(
         0.05, ge=0, lt=1, description="An open position is kept while the score on its side stays above this."
     )
-    max_position_weight: float = Field(0.20, gt=0, le=1, description="Target weight of equity at full conviction.")
+    max_position_weight: float = Field(0.20, gt=0, le=1, description="Cap on |position| / equity set by the CIO.")
     rebalance_band: float = Field(0.02, ge=0, lt=1, description="Skip trades smaller than this share of equity.")
     allow_short: bool = True
+    # Sizing: fractional Kelly (firm/sizing.py, firm/cio.py)
+    kelly_fraction: float = Field(0.5, gt=0, le=1, description="Share of the Kelly fraction mu / sigma^2 that is bet.")
+    vol_target: float | None = Field(
+        0.05, gt=0, le=1, description="Cap on one position's annualised volatility |w| * sigma (null: no cap)."
+    )
+    vol_halflife: int = Field(21, ge=2, le=1000, description="Half-life (bars) of the EWMA of squared returns.")
+    vol_min_obs: int = Field(20, ge=2, le=1000, description="Returns needed before an instrument is sized.")
+    edge_prior: float = Field(
+        0.1, ge=0, le=1, description="Prior edge: next-bar return in volatility units per unit of blended score."
+    )
+    edge_prior_strength: float = Field(
+        50.0, ge=0, description="Weight of edge_prior, in units of sum(score^2) of observations (shrinkage)."
+    )
+    perf_halflife: int = Field(
+        252, ge=10, le=10000, description="Half-life (bars) of the realised-performance statistics (edge, agent IC)."
+    )
+    # Agent weights from realised performance, and by regime
+    perf_gain: float = Field(
+        10.0, ge=0, le=100, description="Agent weight x (1 + perf_gain * shrunk IC); 0 keeps the configured weights."
+    )
+    perf_prior_obs: float = Field(
+        500.0, ge=0, description="IC shrinkage: IC x n / (n + perf_prior_obs), n the agent's effective observations."
+    )
+    weight_floor: float = Field(0.25, ge=0, le=1, description="Lowest performance multiplier of an agent's weight.")
+    weight_cap: float = Field(2.0, ge=1, le=10, description="Highest performance multiplier of an agent's weight.")
+    regime_agent: str = Field("regime", min_length=1, description="Agent whose p_turbulent rationale is the regime.")
+    regime_weights: dict[str, RegimeWeight] = Field(
+        default_factory=lambda: dict(DEFAULT_REGIME_WEIGHTS),
+        description="Agent -> weight multiplier in calm / turbulent regimes; agents not listed: 1 and 1.",
+    )
+    turbulent_size_scale: float = Field(
+        0.5, ge=0, le=1, description="Target size x this when P(turbulent) = 1 (linear in between): de-risking."
+    )
+    # Position management: 0 or null disables each rule
+    stop_loss: float | None = Field(0.10, ge=0, lt=1, description="Exit when the position lost this share of its entry price.")
+    take_profit: float | None = Field(None, ge=0, description="Exit when the position gained this share of its entry price.")
+    trailing_stop: float | None = Field(
+        0.15, ge=0, lt=1, description="Exit when the close retreats this share from the best close since entry."
+    )
+    max_holding_bars: int | None = Field(None, ge=0, description="Exit after holding this many bars (time stop).")
+    regime_exit: float | None = Field(
+        None, ge=0, le=1, description="Exit when the instrument's P(turbulent) reaches this (exit on regime change)."
+    )
+    reentry_cooldown_bars: int = Field(5, ge=0, le=250, description="Bars after an exit rule fired before re-entry on that side.")
+    required_agents: tuple[str, ...] = Field(
+        (), description="If one of these is late, failed or disabled for a batch, no new risk in its rows (exits still apply)."
+    )
+    agent_max_restarts: int = Field(3, ge=0, le=100, description="Ray restarts of a signal agent that died.")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "CIOConfig":
@@ -100,6 +161,8 @@ class CIOConfig(_Model):
             raise ValueError(
                 f"exit_threshold {self.exit_threshold} must not exceed entry_threshold {self.entry_threshold}"
             )
+        if self.vol_min_obs > 10 * self.vol_halflife:
+            raise ValueError(f"vol_min_obs {self.vol_min_obs} must not exceed 10 x vol_halflife {self.vol_halflife}")
         return self
 
 
@@ -322,6 +385,12 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> Config:
             problems.extend(_format_errors(err, f"agents.{name}.params"))
             continue
         agents[name] = agent.model_copy(update={"params": params.model_dump()})
+    for name in cfg.cio.required_agents:
+        if not (name in cfg.agents and cfg.agents[name].enabled):
+            problems.append(f"cio.required_agents = {name!r}: a required agent must be enabled under 'agents'")
+    for name in cfg.cio.regime_weights:
+        if name not in registry.available():
+            problems.append(f"cio.regime_weights.{name}: unknown agent; available: {', '.join(sorted(registry.available()))}")
     if problems:
         raise ConfigError(f"{source}: invalid config\n  " + "\n  ".join(problems))
     return cfg.model_copy(update={"agents": agents})

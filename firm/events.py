@@ -65,6 +65,9 @@ class DecisionEvent(Event):
     price: float = Field(description="Reference price (the bar's close) used for sizing.")
     score: float
     signal_ids: tuple[str, ...]
+    signal_hashes: tuple[str, ...] = Field(
+        (), description="Per signal id, in order: firm.cio.signal_hash of the signal's content."
+    )
     late_agents: tuple[str, ...] = ()
     reason: str
 
@@ -119,6 +122,22 @@ class LateSignalEvent(Event):
     reason: str
 
 
+class AgentToggleEvent(Event):
+    """The CIO enabled or disabled an agent at run time; it takes effect from the batch starting at ``ts``."""
+
+    agent: str
+    enabled: bool
+    reason: str = ""
+
+
+class RequiredAgentMissingEvent(Event):
+    """A required agent is late, failed or disabled for a batch: its rows take no new risk (exits still apply)."""
+
+    agents: tuple[str, ...]
+    bars: int
+    reason: str
+
+
 class RiskAlertEvent(Event):
     severity: Literal["info", "warning", "critical"]
     rule: str
@@ -149,6 +168,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OrderEvent,
         FillEvent,
         LateSignalEvent,
+        AgentToggleEvent,
+        RequiredAgentMissingEvent,
         RiskAlertEvent,
         KillSwitchEvent,
     )

@@ -90,10 +90,15 @@ class Pipeline:
                 f"a CIO named {cfg.cio.name!r} already runs in namespace {cfg.ray.namespace!r}; "
                 "there is one decision authority per namespace"
             )
+        from actors.signal_agent import BarsArchive
+        from strategies import registry
+
+        # Every batch's bars, so that an agent Ray restarts (max_restarts) rebuilds its history before it speaks.
+        self.archive = BarsArchive.remote()
         self.agents = [
-            SignalAgent.options(name=f"agent:{name}", scheduling_strategy="SPREAD").remote(
-                name, agents[name].params, symbols, cfg.data.calendar
-            )
+            SignalAgent.options(
+                name=f"agent:{name}", scheduling_strategy="SPREAD", max_restarts=cfg.cio.agent_max_restarts
+            ).remote(name, agents[name].params, symbols, cfg.data.calendar, self.archive, registry.get(name))
             for name in self.agent_names
         ]
         self.risk = RiskActor.options(name="risk").remote(cfg.risk, symbols, switch)
@@ -101,12 +106,13 @@ class Pipeline:
         self.execution = ExecutionActor.options(name="execution").remote(cfg, symbols, str(run_dir / "orders.wal.jsonl"))
         weights = {name: agents[name].weight for name in self.agent_names}
         self.cio = CIOActor.options(name=cfg.cio.name).remote(
-            cfg.cio, weights, symbols, self.risk, self.compliance, self.execution
+            cfg.cio, weights, symbols, self.risk, self.compliance, self.execution, cfg.risk.drawdown_tiers
         )
         ray.get([a.ready.remote() for a in self.agents], timeout=ACTOR_READY_TIMEOUT_S)
 
     def submit(self, bars: Bars) -> ray.ObjectRef:
         bars_ref = ray.put(bars)
+        self.archive.add.remote(bars.offset, [bars_ref])
         signal_refs = [agent.on_bars.remote(bars_ref) for agent in self.agents]
         return self.cio.run_batch.remote(bars_ref, self.agent_names, signal_refs)
 
@@ -116,7 +122,7 @@ class Pipeline:
         except (RayError, GetTimeoutError) as err:
             # Every record was flushed when written; only the file handle is left open.
             print(f"firm: could not close the order log cleanly: {err}", file=sys.stderr)
-        for actor in (*self.agents, self.risk, self.compliance, self.execution, self.cio):
+        for actor in (*self.agents, self.risk, self.compliance, self.execution, self.cio, self.archive):
             ray.kill(actor)
         _wait_names_released([self.cfg.cio.name, "risk", "compliance", "execution", *(f"agent:{n}" for n in self.agent_names)])
 
@@ -157,6 +163,7 @@ def journal_batch(journal: Journal, bars: Bars, result: BatchResult) -> None:
             )
             for agent in sorted([*result.late, *result.failed])
         )
+    journal.write(result.cio_events)
     rows = {}
     for part in result.committed:
         for k in range(part.start, part.stop):
