@@ -135,6 +135,105 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
     return 0
 
 
+def latest_run_dir(output_dir: str | Path) -> Path | None:
+    """The most recent finished run under ``output_dir``: the directory whose summary.json is newest."""
+    base = Path(output_dir)
+    runs = [p.parent for p in base.glob("*/summary.json")] if base.is_dir() else []
+    return max(runs, key=lambda d: ((d / "summary.json").stat().st_mtime, d.name)) if runs else None
+
+
+def _stress_portfolio(args: argparse.Namespace, cfg):
+    """The book to stress, the data sources that value it, and a name for the report directory."""
+    import json
+
+    from firm.data.source import make_source
+    from risk import stress
+
+    if args.portfolio and args.run_dir:
+        raise ConfigError("stress: give --portfolio or --run-dir, not both")
+    if args.portfolio:
+        positions, cash, as_of = stress.read_portfolio_file(args.portfolio)
+        as_of = as_of or (str(cfg.data.end) if cfg.data.end else None)
+        sources = [make_source(cfg.data)]
+        history = stress.load_history([p[0] for p in positions], sources)
+        as_of = as_of or str(history.proxy.index[-1].date())
+        pf = stress.build_portfolio(positions, cash, as_of, history, f"file {args.portfolio}")
+        return pf, history, Path(args.portfolio).stem
+    run_dir = Path(args.run_dir) if args.run_dir else latest_run_dir(cfg.run.output_dir)
+    if run_dir is None:
+        raise ConfigError(
+            f"stress: no finished run under {cfg.run.output_dir}/ (no */summary.json) to take the current book from; "
+            "give --portfolio FILE (.csv with a header symbol,quantity or symbol,value; or .json) or --run-dir DIR, "
+            "or run 'firm run' first"
+        )
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise ConfigError(f"stress: --run-dir {run_dir}: no summary.json (is it a finished 'firm run' directory?)")
+    summary = json.loads(summary_path.read_text())
+    run_cfg = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else cfg
+    as_of = str(summary["period"][1])
+    positions = [(p["symbol"], "quantity", float(p["position"])) for p in summary["positions"] if p["position"]]
+    if not positions:
+        raise ConfigError(f"stress: the final book of {run_dir} is flat (no open position): nothing to stress")
+    history = stress.load_history([p[0] for p in positions], [make_source(run_cfg.data)])
+    pf = stress.build_portfolio(positions, 0.0, as_of, history, f"final book of run {run_dir}")
+    cash = float(summary["final_equity"]) - pf.net
+    pf = stress.build_portfolio(positions, cash, as_of, history, f"final book of run {run_dir}")
+    return pf, history, run_dir.name
+
+
+def cmd_stress(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from risk import stress
+
+    cfg = load_config(args.config)
+    try:
+        scenarios = stress.select(args.scenarios)
+    except KeyError as err:
+        raise ConfigError(f"--scenarios: {err.args[0]}") from None
+    try:
+        pf, history, name = _stress_portfolio(args, cfg)
+        jobs = [stress.prepare(s, pf, history) for s in scenarios]
+    except stress.PortfolioError as err:
+        raise ConfigError(f"stress: {err}") from None
+    except ValueError as err:
+        raise ConfigError(f"stress: {err}") from None
+    print(
+        f"firm: stress tests of the {pf.origin} ({len(pf.symbols)} positions, equity {pf.equity:,.0f}, "
+        f"valued {pf.as_of}): {', '.join(s.name for s in scenarios)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if args.local:
+        t0 = time.perf_counter()
+        results = stress.run_local(jobs)
+        execution = {"mode": "local", "reason": "--local"}
+    else:
+        from firm.pipeline import start_ray
+        from risk import stress_tasks
+
+        start_ray(cfg, args.address)
+        t0 = time.perf_counter()
+        results, plan = stress_tasks.run(jobs, mode="auto")
+        execution = plan.as_dict()
+    execution["seconds"] = round(time.perf_counter() - t0, 3)
+    report = stress.report_dict(pf, results, execution)
+    out = Path(args.out) if args.out else Path(cfg.run.output_dir) / "stress" / name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stress.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    (out / "stress.md").write_text(stress.markdown(report))
+    print(stress.table(results))
+    print(
+        f"\nequity {pf.equity:,.0f} ({pf.equity_basis}); P&L at the window's end (historical), of the shock, or "
+        f"minus the stressed 1-day 99% VaR; max DD: worst peak-to-trough along the path.\n"
+        f"ran: {execution['mode']} ({execution.get('reason', '')}) in {execution['seconds']:.2f} s\n"
+        f"report: {out / 'stress.json'}, {out / 'stress.md'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="firm",
@@ -147,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  firm check --config configs/my.yaml    validate a config and its data\n"
         "  firm walk-forward --agents regime      in-sample vs out-of-sample scores of a fitted agent\n"
         "  firm kill-switch status                is the kill switch engaged, by whom, why\n"
+        "  firm stress --portfolio book.csv       historical and hypothetical stress scenarios of a book\n"
         "Each run writes journal.jsonl, orders.wal.jsonl, quarantine.jsonl, equity.csv and summary.json\n"
         "to its run directory under run.output_dir (printed at the end).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -214,6 +314,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
     p.add_argument("--reason", default=None, help="why (required for engage and reset; recorded with who and when)")
     p.set_defaults(func=cmd_kill_switch)
+
+    p = sub.add_parser(
+        "stress",
+        help="stress-test a book: historical scenarios from the shipped data and hypothetical shocks",
+        description="Replay the historical scenarios (dot-com 2000-02, Lehman 2008-09, flash crash 2010, US "
+        "downgrade 2011, February 2018 volatility spike) on the book's instruments, with an S&P 500 beta proxy "
+        "where an instrument has no data, and the hypothetical shocks (equities -20% x beta, volatility x2, "
+        "correlations to 1) on risk/stress.py's rules, as Ray tasks; prints a table and writes stress.json and "
+        "stress.md. The book: --portfolio, --run-dir, or by default the final book of the latest run under "
+        "run.output_dir.",
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--portfolio",
+        default=None,
+        help="a .csv (header symbol,quantity or symbol,value; a CASH row of dollars) or .json "
+        '({"as_of", "cash", "positions": [{"symbol", "quantity"|"value"}]}); quantities are valued at the close '
+        "of as_of (default data.end)",
+    )
+    p.add_argument("--run-dir", default=None, help="take the final book of this finished run (its summary.json)")
+    p.add_argument(
+        "--scenarios", default=None, help="comma-separated scenario names, or worst_<N>d scans (default: all eight)"
+    )
+    p.add_argument("--address", default=None, help="Ray cluster to join (host:port or 'auto'); default: a local Ray")
+    p.add_argument("--local", action="store_true", help="evaluate in this process, without Ray")
+    p.add_argument("--out", default=None, help="output directory (default: <run.output_dir>/stress/<book name>)")
+    p.set_defaults(func=cmd_stress)
     return parser
 
 
