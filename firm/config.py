@@ -140,8 +140,12 @@ class CIOConfig(_Model):
         0.5, ge=0, le=1, description="Target size x this when P(turbulent) = 1 (linear in between): de-risking."
     )
     # Position management: 0 or null disables each rule
-    stop_loss: float | None = Field(0.10, ge=0, lt=1, description="Exit when the position lost this share of its entry price.")
-    take_profit: float | None = Field(None, ge=0, description="Exit when the position gained this share of its entry price.")
+    stop_loss: float | None = Field(
+        0.10, ge=0, lt=1, description="Exit when the position lost this share of its average entry price."
+    )
+    take_profit: float | None = Field(
+        None, ge=0, description="Exit when the position gained this share of its average entry price."
+    )
     trailing_stop: float | None = Field(
         0.15, ge=0, lt=1, description="Exit when the close retreats this share from the best close since entry."
     )
@@ -149,9 +153,12 @@ class CIOConfig(_Model):
     regime_exit: float | None = Field(
         None, ge=0, le=1, description="Exit when the instrument's P(turbulent) reaches this (exit on regime change)."
     )
-    reentry_cooldown_bars: int = Field(5, ge=0, le=250, description="Bars after an exit rule fired before re-entry on that side.")
+    reentry_cooldown_bars: int = Field(
+        5, ge=0, le=250, description="Bars after an exit rule fired before the blend may re-enter on that side."
+    )
     required_agents: tuple[str, ...] = Field(
-        (), description="If one of these is late, failed or disabled for a batch, no new risk in its rows (exits still apply)."
+        (),
+        description="If one is late, failed or disabled for a batch, its rows take no new risk (exits still apply).",
     )
     agent_max_restarts: int = Field(3, ge=0, le=100, description="Ray restarts of a signal agent that died.")
 
@@ -390,7 +397,8 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> Config:
             problems.append(f"cio.required_agents = {name!r}: a required agent must be enabled under 'agents'")
     for name in cfg.cio.regime_weights:
         if name not in registry.available():
-            problems.append(f"cio.regime_weights.{name}: unknown agent; available: {', '.join(sorted(registry.available()))}")
+            known = ", ".join(sorted(registry.available()))
+            problems.append(f"cio.regime_weights.{name}: unknown agent; available: {known}")
     if problems:
         raise ConfigError(f"{source}: invalid config\n  " + "\n  ".join(problems))
     return cfg.model_copy(update={"agents": agents})

@@ -100,7 +100,9 @@ def faulty_run(tmp_path_factory):
     )
     wanted = {"momentum": 1.0, "test_sleepy": 1.0, "test_crashy": 1.0, "test_doomed": 1.0}
     agents = {
-        name: base.agents["momentum"].model_copy(update={"weight": w, "params": {} if name.startswith("test_") else base.agents[name].params})
+        name: base.agents["momentum"].model_copy(
+            update={"weight": w, "params": {} if name.startswith("test_") else base.agents[name].params}
+        )
         for name, w in wanted.items()
     }
     cfg = base.model_copy(
@@ -170,7 +172,11 @@ def test_the_killed_agent_rebuilt_its_history_and_says_what_it_would_have_said(f
     reference = Doomed().compute(market.panel)  # the same strategy on the whole, uninterrupted history
     stamps = sorted({r["ts"] for r in journal if r["type"] == "MarketDataEvent"})
     symbols = market.panel.symbols
-    after = [r for r in journal if r["type"] == "SignalEvent" and r["agent"] == "test_doomed" and stamps.index(r["ts"]) >= KILL_AT]
+    after = [
+        r
+        for r in journal
+        if r["type"] == "SignalEvent" and r["agent"] == "test_doomed" and stamps.index(r["ts"]) >= KILL_AT
+    ]
     assert len(after) > 50
     for r in after:
         k, j = stamps.index(r["ts"]), symbols.index(r["symbol"])

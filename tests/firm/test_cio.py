@@ -3,6 +3,7 @@ before the blend, required agents, and proposals that are the same whatever the 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -196,7 +197,7 @@ def test_signal_hash_is_of_the_content():
     h = signal_hash("momentum", "AAPL", "20080102T2100", 0.25, 0.5)
     assert len(h) == 16 and h == signal_hash("momentum", "AAPL", "20080102T2100", np.float64(0.25), 0.5)
     assert h != signal_hash("momentum", "AAPL", "20080102T2100", 0.2500000001, 0.5)
-    assert not math.isnan(float(int(h, 16)))
+    assert h == hashlib.sha256(b"momentum|AAPL|20080102T2100|0.25|0.5").hexdigest()[:16]
 
 
 def test_config_errors_name_the_key_and_the_rule():

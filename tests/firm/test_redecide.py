@@ -105,8 +105,12 @@ def test_decisions_are_recomputed_from_the_journal_alone(replayed):
         sigs = [SignalBatch(a, k, strength[a][k : k + 1], confidence[a][k : k + 1]) for a in sorted(AGENTS)]
         proposal = alloc.propose(bars, 0, book, sigs, late_rows.get(k, ()))
         ours = [json.loads(d.model_dump_json()) for d in proposal.decisions[0]]
-        theirs = [DecisionEvent.model_validate({x: v for x, v in d.items() if x != "type"}).model_dump(mode="json") for d in decisions[k]]
-        assert ours == theirs, (stamps[k], [{x: (o[x], t[x]) for x in o if o[x] != t.get(x)} for o, t in zip(ours, theirs)], len(ours), len(theirs))
+        theirs = [
+            DecisionEvent.model_validate({x: v for x, v in d.items() if x != "type"}).model_dump(mode="json")
+            for d in decisions[k]
+        ]
+        diff = [{x: (o[x], t.get(x)) for x in o if o[x] != t.get(x)} for o, t in zip(ours, theirs)]
+        assert ours == theirs, (stamps[k], diff, len(ours), len(theirs))
         decided += len(ours)
         # the true book: the journal's fills at this row's open, then the orders sent at its close
         got = book.fill_at_open(field["open"][k])
