@@ -24,10 +24,10 @@ from firm.events import AgentToggleEvent, Event, RequiredAgentMissingEvent
 class CIOActor:
     def __init__(
         self, cfg: CIOConfig, weights: dict[str, float], symbols: tuple[str, ...], risk, compliance, execution,
-        drawdown_tiers=(),
+        drawdown_tiers=(), exposure_limits: tuple[float, float] | None = None,
     ):
         self.cfg = cfg
-        self.allocator = Allocator(cfg, weights, tuple(symbols), drawdown_tiers)
+        self.allocator = Allocator(cfg, weights, tuple(symbols), drawdown_tiers, exposure_limits)
         self.risk = risk
         self.compliance = compliance
         self.execution = execution

@@ -42,7 +42,7 @@ def main() -> None:
     panel = load_market_data(cfg.data).panel
     bars = int(np.count_nonzero(~np.isnan(panel.close)))
     print(f"{len(panel.ts):,} sessions x {len(panel.symbols)} instruments = {bars:,} bars")
-    for name in sorted(registry.available()):
+    for name in sorted(registry.shipped()):
         params = cfg.agents[name].params if name in cfg.agents else None
         registry.create(name, params).compute(_head(panel, 600))  # JIT compilation, paid once per process
         strategy = registry.create(name, params)  # a fresh instance: fitted agents start with no fits
@@ -64,7 +64,7 @@ def main() -> None:
     base = load_config(args.config, {"run.output_dir": out, "run.progress_every_s": 3600, "run.batch": 256})
     start_ray(base, None)
     every = {name: {"enabled": True, "params": base.agents[name].params if name in base.agents else {}}
-             for name in registry.available()}
+             for name in registry.shipped()}
     alone = {name: {"enabled": name == "momentum", "params": spec["params"]} for name, spec in every.items()}
     times = {}
     for label, agents in (("all agents", every), ("momentum alone", alone)):

@@ -53,6 +53,13 @@ Risk's drawdown tiers (``risk.drawdown_tiers``, ``risk.limits.size_scale`` on th
 scale the blend's targets so the CIO does not propose what risk would reject: ``reduce_size`` multiplies
 them by its scale; past ``stop_new_entries`` nothing opens, grows or reverses.
 
+Portfolio fit: when risk's gross and net limits (``risk.max_gross_exposure``, ``risk.max_net_exposure``)
+are given, the growth of a row's targets (what adds exposure beyond the position held on the same side,
+or all of a new or reversed position) is scaled by the largest common factor in [0, 1] that keeps the
+book after the row within 99% of both limits at the decision prices; exits, reductions and untouched
+positions are not scaled. The row's decisions that add exposure come after those that do not, so risk's
+sequential check never sees a transient breach.
+
 Required agents (``required_agents``): when one is late, failed or disabled for a batch, the batch's rows
 take no new risk: position-management exits still apply, the blend decides nothing.
 
@@ -78,6 +85,7 @@ from firm.sizing import TRADING_DAYS, position_weight
 from risk.limits import size_scale
 
 REJECT_COOLDOWN_BARS = 5
+EXPOSURE_BUFFER = 0.99  # the CIO sizes to 99% of risk's gross and net limits
 NAN = math.nan
 EXIT_RULES = ("stop_loss", "trailing_stop", "regime_exit", "max_holding_bars", "take_profit")
 
@@ -278,11 +286,19 @@ class Positions:
 class Allocator:
     """Decides trades from signals and the book (module docstring: the rules and what state they keep)."""
 
-    def __init__(self, cfg: CIOConfig, weights: dict[str, float], symbols: tuple[str, ...], drawdown_tiers=()):
+    def __init__(
+        self,
+        cfg: CIOConfig,
+        weights: dict[str, float],
+        symbols: tuple[str, ...],
+        drawdown_tiers=(),
+        exposure_limits: tuple[float, float] | None = None,
+    ):
         self.cfg = cfg
         self.weights = weights
         self.symbols = symbols
         self.tiers = tuple(drawdown_tiers)  # risk's drawdown tiers (risk.drawdown_tiers): sized for, not rejected
+        self.exposure_limits = exposure_limits  # risk's (max_gross_exposure, max_net_exposure): sized for too
         self.market = MarketState(cfg, weights, symbols)
         self.positions = Positions.new(len(symbols))  # committed: after the last committed row's decisions
         self.disabled: set[str] = set()
@@ -389,9 +405,8 @@ class Allocator:
     ) -> list[DecisionEvent]:
         closes = bars.panel.close[k]
         stamp = bars.stamps[k]
-        decisions = []
-        ts = None
-        for j, symbol in enumerate(self.symbols):
+        plans: list[tuple] = []  # (column, price, held, target, weight, fired, blend)
+        for j in range(len(self.symbols)):
             price = closes[j]
             if price != price:
                 continue
@@ -416,15 +431,19 @@ class Allocator:
                     side = 1 if target > 0 else -1
                     if pos.blocked.get((j, side), -1) > row and side * target > max(0, side * held):
                         target = held if held != 0 and (held > 0) == (target > 0) else 0
+            if not self._emits(j, held, target, price, book.equity, row):
+                target = held  # no decision: the position stays as it is (what the portfolio fit must assume)
+            plans.append((j, price, held, target, weight, fired, blend))
+        if self.exposure_limits is not None and plans:
+            plans = self._fit_exposure(plans, book)
+
+        decisions = []
+        ts = None
+        for j, price, held, target, weight, fired, blend in sorted(plans, key=lambda p: (_grows(p[2], p[3]), p[0])):
+            if not self._emits(j, held, target, price, book.equity, row):
+                continue
+            symbol = self.symbols[j]
             delta = target - held
-            if delta == 0:
-                continue
-            flips = target == 0 or (held != 0 and (target > 0) != (held > 0))
-            if not flips and abs(delta) * price < self.cfg.rebalance_band * book.equity:
-                continue
-            direction = 1 if delta > 0 else -1
-            if self.cooldown.get((j, direction), -1) > row:
-                continue
             if fired and self.cfg.reentry_cooldown_bars:
                 pos.blocked[(j, pos.side[j])] = row + 1 + self.cfg.reentry_cooldown_bars
             if ts is None:
@@ -451,6 +470,55 @@ class Allocator:
                 )
             )
         return decisions
+
+    def _emits(self, j: int, held: int, target: int, price: float, equity: float, row: int) -> bool:
+        """Whether moving ``held`` to ``target`` is a decision: a change that closes or reverses, or one of at
+        least ``rebalance_band`` of equity, in a direction not cooling down after a rejection."""
+        delta = target - held
+        if delta == 0:
+            return False
+        flips = target == 0 or (held != 0 and (target > 0) != (held > 0))
+        if not flips and abs(delta) * price < self.cfg.rebalance_band * equity:
+            return False
+        return self.cooldown.get((j, 1 if delta > 0 else -1), -1) <= row
+
+    def _fit_exposure(self, plans: list[tuple], book: Book) -> list[tuple]:
+        """Scale the growth of the row's targets so the book after them stays inside risk's gross and net
+        limits (module docstring: portfolio fit). Exits, reductions and untouched positions are fixed."""
+        gross_limit, net_limit = self.exposure_limits
+        budget = EXPOSURE_BUFFER * book.equity
+        planned = {p[0]: p for p in plans}
+        fixed_gross = fixed_net = grow_gross = grow_net = 0.0
+        for j in range(len(self.symbols)):
+            if j not in planned:
+                px = book.last_close[j]
+                value = 0.0 if px != px else (book.positions[j] + book.working(j)) * px
+                fixed_gross += abs(value)
+                fixed_net += value
+                continue
+            _, price, held, target, *_ = planned[j]
+            base, growth = _split(held, target)
+            fixed_gross += abs(base) * price
+            fixed_net += base * price
+            grow_gross += abs(growth) * price
+            grow_net += growth * price
+        s = 1.0
+        if grow_gross > 0.0:
+            s = min(s, (gross_limit * budget - fixed_gross) / grow_gross)
+        if grow_net > 0.0:
+            s = min(s, (net_limit * budget - fixed_net) / grow_net)
+        elif grow_net < 0.0:
+            s = min(s, (net_limit * budget + fixed_net) / -grow_net)
+        if s >= 1.0:
+            return plans
+        s = max(s, 0.0)
+        fitted = []
+        for j, price, held, target, weight, fired, blend in plans:
+            base, growth = _split(held, target)
+            if growth:
+                target = base + int(math.trunc(s * growth))
+            fitted.append((j, price, held, target, weight, fired, blend))
+        return fitted
 
     def propose(
         self,
@@ -483,6 +551,20 @@ class Allocator:
             snaps.append(pos.copy())
         self._snapshots = (start, snaps)
         return Proposal(offset=bars.offset, start=start, book=book, decisions=decisions, fingerprints=fingerprints)
+
+
+def _split(held: int, target: int) -> tuple[int, int]:
+    """(fixed part, growth) of moving from ``held`` to ``target`` shares: growth is the part that adds
+    exposure (beyond what is held on the same side, or all of a reversed or new position)."""
+    if target == 0 or (held != 0 and (target > 0) != (held > 0)):
+        return 0, target  # a close, or a reversal: the old side goes, the new side is all growth
+    if abs(target) > abs(held):
+        return held, target - held
+    return target, 0
+
+
+def _grows(held: int, target: int) -> bool:
+    return _split(held, target)[1] != 0
 
 
 def _scaled(target: int, held: int, scale: float) -> int:

@@ -106,7 +106,8 @@ class Pipeline:
         self.execution = ExecutionActor.options(name="execution").remote(cfg, symbols, str(run_dir / "orders.wal.jsonl"))
         weights = {name: agents[name].weight for name in self.agent_names}
         self.cio = CIOActor.options(name=cfg.cio.name).remote(
-            cfg.cio, weights, symbols, self.risk, self.compliance, self.execution, cfg.risk.drawdown_tiers
+            cfg.cio, weights, symbols, self.risk, self.compliance, self.execution, cfg.risk.drawdown_tiers,
+            (cfg.risk.max_gross_exposure, cfg.risk.max_net_exposure),
         )
         ray.get([a.ready.remote() for a in self.agents], timeout=ACTOR_READY_TIMEOUT_S)
 

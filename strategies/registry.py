@@ -36,6 +36,11 @@ def available() -> dict[str, type[Strategy]]:
     return dict(_REGISTRY)
 
 
+def shipped() -> dict[str, type[Strategy]]:
+    """The strategies defined in this package (not those a test or a notebook registered)."""
+    return {name: cls for name, cls in available().items() if cls.__module__.startswith("strategies.")}
+
+
 def get(name: str) -> type[Strategy]:
     _load_all()
     try:

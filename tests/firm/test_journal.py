@@ -50,7 +50,7 @@ def _slow(agent, bars, strength, confidence, rationale) -> list[str]:
     return rows
 
 
-@pytest.mark.parametrize("name", sorted(registry.available()))
+@pytest.mark.parametrize("name", sorted(registry.shipped()))
 def test_signal_lines_are_the_event_lines_byte_for_byte(bars, name: str) -> None:
     """Every registered agent on real data (history to 2007, last batch of 700 rows): same bytes, and
     each line parses back into the SignalEvent it stands for."""

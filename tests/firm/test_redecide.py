@@ -96,7 +96,8 @@ def test_decisions_are_recomputed_from_the_journal_alone(replayed):
         assert t != "KillSwitchEvent"
 
     weights = {a: cfg.agents[a].weight for a in AGENTS}
-    alloc = Allocator(cfg.cio, weights, tuple(symbols), cfg.risk.drawdown_tiers)
+    limits = (cfg.risk.max_gross_exposure, cfg.risk.max_net_exposure)
+    alloc = Allocator(cfg.cio, weights, tuple(symbols), cfg.risk.drawdown_tiers, limits)
     book = Book.new(tuple(symbols), cfg.broker.initial_cash, Costs.from_config(cfg.broker, cfg.run.seed))
     decided = compared_fills = 0
     for k in range(n):

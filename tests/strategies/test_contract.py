@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from strategies import registry
 from strategies.base import Advice, Panel, Strategy
 
-NAMES = sorted(registry.available())
+NAMES = sorted(registry.shipped())
 
 # A row count or row index as (anchor, offset): "start" counts from row 0, "warmup" from the strategy's
 # warm-up (offset -1 is its first speaking row), "end" from the panel's length.
