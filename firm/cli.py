@@ -234,6 +234,71 @@ def cmd_stress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ibsim(args: argparse.Namespace) -> int:
+    import asyncio
+    import datetime as dt
+
+    from firm.broker.ibsim import IBSim, IBSimConfig, load_replay
+
+    cfg = load_config(args.config)
+    symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip()) if args.symbols else cfg.data.symbols
+    start = args.start or (str(cfg.data.start) if cfg.data.start else None)
+    if args.bar_interval < 0:
+        raise ConfigError(f"--bar-interval = {args.bar_interval}: must be >= 0")
+    if args.fill_share is not None and not 0 < args.fill_share <= 1:
+        raise ConfigError(f"--fill-share = {args.fill_share}: must be in (0, 1]")
+    try:
+        data = load_replay(symbols, cfg.data)
+        sim = IBSim(
+            data,
+            start,
+            IBSimConfig(account=args.account, cash=args.cash, next_valid_id=args.next_valid_id, fill_share=args.fill_share),
+        )
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"ibsim: {err}") from None
+
+    def say(line: str) -> None:
+        print(f"{dt.datetime.now():%H:%M:%S} {line}", flush=True)
+
+    sim.on_log = say
+
+    async def serve() -> None:
+        try:
+            await sim.start(args.host, args.port)
+        except OSError as err:
+            raise ConfigError(f"ibsim: cannot listen on {args.host}:{args.port}: {err}") from None
+        say(
+            f"replaying {', '.join(symbols)} from {sim.date} ({len(sim.dates) - sim.bar - 1:,} sessions ahead), "
+            + (f"one bar every {args.bar_interval:g} s" if args.bar_interval else "clock stopped (--bar-interval 0)")
+            + f"; connect with IB().connect('{args.host}', {sim.port}, clientId=1). Ctrl-C stops."
+        )
+        try:
+            while True:
+                if not args.bar_interval:
+                    await asyncio.Event().wait()
+                await asyncio.sleep(args.bar_interval)
+                if not sim.step():
+                    say(f"end of the data at {sim.date}: the clock stops, the gateway keeps serving")
+                    args.bar_interval = 0
+                    continue
+                working = sum(o.working for o in sim.orders.values())
+                say(f"bar {sim.date}: {len(sim.sessions)} client(s), {working} working order(s), positions "
+                    + (", ".join(f"{sim.symbols[s]} {q:g}" for s, (q, _) in sorted(sim.positions.items())) or "none"))
+        finally:
+            await sim.stop()
+
+    print(
+        f"firm: fake IB gateway (TWS API server version 178) for account {args.account} on {args.host}:{args.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        say("stopped")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="firm",
@@ -247,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  firm walk-forward --agents regime      in-sample vs out-of-sample scores of a fitted agent\n"
         "  firm kill-switch status                is the kill switch engaged, by whom, why\n"
         "  firm stress --portfolio book.csv       historical and hypothetical stress scenarios of a book\n"
+        "  firm ibsim --start 2012-01-03          a fake IB gateway on 127.0.0.1:4002 replaying real bars\n"
         "Each run writes journal.jsonl, orders.wal.jsonl, quarantine.jsonl, equity.csv and summary.json\n"
         "to its run directory under run.output_dir (printed at the end).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -341,6 +407,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="evaluate in this process, without Ray")
     p.add_argument("--out", default=None, help="output directory (default: <run.output_dir>/stress/<book name>)")
     p.set_defaults(func=cmd_stress)
+
+    p = sub.add_parser(
+        "ibsim",
+        help="run a fake IB gateway (TWS API) that fills orders on replayed real bars: rehearse the IB path with no account",
+        description="A fake IB gateway speaking the TWS API at server version 178 (what ib_async 2.1 speaks): "
+        "managed accounts, positions, open and completed orders, account updates, executions with commissions, "
+        "daily historical bars with IB's pacing. Orders (MKT, LMT, STP) fill against the configured data, one "
+        "bar every --bar-interval seconds, at IB's fixed commission. Ctrl-C stops it.",
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config whose data section is replayed (default: {DEFAULT_CONFIG})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4002, help="port (default: 4002, IB Gateway's paper port; 0: any free port)")
+    p.add_argument("--symbols", default=None, help="comma-separated symbols (default: data.symbols of the config)")
+    p.add_argument("--start", default=None, help="session the replay clock starts at, YYYY-MM-DD (default: data.start)")
+    p.add_argument("--bar-interval", type=float, default=10.0, help="seconds of wall clock per bar (default: 10; 0: the clock stays)")
+    p.add_argument("--account", default="DU1234567", help="the paper account reported (default: DU1234567)")
+    p.add_argument("--cash", type=float, default=1_000_000.0, help="starting cash (default: 1,000,000)")
+    p.add_argument("--next-valid-id", type=int, default=1, help="the first nextValidId (default: 1)")
+    p.add_argument("--fill-share", type=float, default=None, help="fill at most this share of a bar's volume per bar (partial fills)")
+    p.set_defaults(func=cmd_ibsim)
     return parser
 
 

@@ -463,3 +463,43 @@ def test_historical_pacing_violation_162():
             ib.disconnect()
 
     run(go())
+
+
+# --------------------------------------------------------------------------------------------------------
+# the command
+
+
+def test_firm_ibsim_command_serves_fills_and_stops_on_ctrl_c():
+    import re
+    import signal
+    import sys
+
+    async def go():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "firm.cli", "ibsim", "--port", "0", "--symbols", "AAPL,IBM",
+            "--start", START, "--bar-interval", "0.2",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        lines: list[str] = []
+        port = None
+        while port is None:
+            line = (await proc.stdout.readline()).decode()
+            assert line, f"firm ibsim exited: {(await proc.stderr.read()).decode()}"
+            lines.append(line)
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            port = int(m.group(1)) if m else None
+        ib = IB()
+        await ib.connectAsync("127.0.0.1", port, clientId=3, timeout=10)
+        trade = ib.placeOrder(Stock("IBM", "SMART", "USD"), MarketOrder("BUY", 5))
+        await until(lambda: trade.isDone() and ib.positions(), "filled by the running clock")
+        assert trade.orderStatus.status == "Filled" and ib.positions()[0].position == 5
+        ib.disconnect()
+        proc.send_signal(signal.SIGINT)
+        out, err = await proc.communicate()
+        lines += out.decode().splitlines()
+        assert proc.returncode == 0, err.decode()
+        text = "\n".join(lines)
+        assert "client 3 connected" in text and "fill: client 3" in text and "BUY 5 IBM" in text
+        assert lines[-1].endswith("stopped")
+
+    run(go())
