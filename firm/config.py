@@ -309,8 +309,38 @@ class ComplianceConfig(_Model):
     calendar: str = Field("XNYS", description="Orders must execute inside this exchange's sessions.")
 
 
+class IBConfig(_Model):
+    """Interactive Brokers (``broker.kind`` ib-paper / ib-live). Host, port, client id and account may also
+    come from FIRM_IB_HOST, FIRM_IB_PORT, FIRM_IB_CLIENT_ID and FIRM_IB_ACCOUNT (the environment wins)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="IB Gateway / TWS host.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="None: 4002 for ib-paper, 4001 for ib-live (Gateway; TWS: 7497 / 7496)."
+    )
+    client_id: int = Field(1, ge=0, le=2**31 - 1, description="API client id; one connection per id.")
+    account: str | None = Field(None, description="Account id; None: FIRM_IB_ACCOUNT or the only managed account.")
+    connect_timeout_s: float = Field(10.0, gt=0, le=300)
+    fill_timeout_s: float = Field(30.0, gt=0, le=3600, description="How long a bar waits for its fills and commissions.")
+    order_tif: Literal["DAY", "GTC"] = "DAY"
+    orders_per_minute: int = Field(10, ge=1, le=10_000)
+    min_order_spacing_s: float = Field(0.1, ge=0, le=60)
+    messages_per_s: int = Field(50, ge=1, le=50, description="IB's budget of API messages per second.")
+    historical_per_10min: int = Field(60, ge=1, le=60)
+    historical_identical_s: float = Field(15.0, ge=15, description="No identical historical request within this.")
+    breaker_failures: int = Field(3, ge=1, le=100, description="Failed reconnects that open the circuit breaker.")
+    breaker_cooldown_s: float = Field(30.0, gt=0, le=3600, description="Open breaker: no attempt for this long.")
+    backoff_base_s: float = Field(0.5, gt=0, le=60)
+    backoff_max_s: float = Field(30.0, gt=0, le=3600)
+    replay_control: str | None = Field(
+        None, description="host:port of a fake gateway's replay clock (firm.broker.ibreplay); replay rehearsals only."
+    )
+
+
 class BrokerConfig(_Model):
-    kind: Literal["sim"] = "sim"
+    kind: Literal["sim", "ib-paper", "ib-live"] = Field(
+        "sim", description="sim: the simulated broker; ib-paper / ib-live: Interactive Brokers (live needs --live)."
+    )
+    ib: IBConfig = IBConfig()
     initial_cash: float = Field(1_000_000.0, gt=0)
     slippage_bps: float = Field(2.0, ge=0, le=1000, description="Fixed adverse slippage on the next open.")
     slippage_noise_bps: float = Field(1.0, ge=0, le=1000, description="Seeded |N(0, x)| extra slippage per order.")

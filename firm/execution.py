@@ -37,6 +37,7 @@ class ExecutionEngine:
             raise ProjectionMismatch("the proposal starts from a book the broker does not have")
         orders, fills, equity = [], [], []
         for k in range(start, review.stop):
+            self.broker.market_time(bars.opens_at[k])
             raw = self.broker.on_bar(panel.open[k], panel.close[k])
             fills.append([self._fill_event(f, bars.opens_at[k]) for f in raw])
             if self.broker.book.fingerprint() != review.fingerprints[k - start]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import datetime
 
 import numpy as np
 
@@ -15,6 +16,10 @@ class Broker(ABC):
     @abstractmethod
     def book(self) -> Book:
         """The account as the broker reports it."""
+
+    def market_time(self, ts: datetime) -> None:
+        """Market time moves to the bar that opens at ``ts`` (called before ``on_bar``). The simulator and a
+        live broker need nothing; a replay rehearsal against a fake gateway advances its clock here."""
 
     @abstractmethod
     def on_bar(self, opens: np.ndarray, closes: np.ndarray) -> list[Fill]:

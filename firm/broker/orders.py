@@ -189,6 +189,10 @@ class ManagedOrder:
             return self.on_status("Cancelled")
         if code in REJECT_CODES and not self.filled:
             self.reason = f"{code}: {message}"
+            if self.state is State.CANCELLED:  # ib_async marks a rejected trade Cancelled before the error
+                self.history.append(f"cancelled -> rejected (error {code})")
+                self.state = State.REJECTED
+                return True
             return self._move(State.REJECTED, f"error {code}")
         return False
 

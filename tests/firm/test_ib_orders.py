@@ -87,6 +87,9 @@ def test_errors_reject_and_cancel():
     assert o.settled
     c = order(state=State.SUBMITTED)
     assert c.on_error(202, "Order Canceled") and c.state is State.CANCELLED
+    r = order(state=State.SUBMITTED)
+    r.on_status("Cancelled")  # ib_async's order: status Cancelled, then the 201
+    assert r.on_error(201, "rejected") and r.state is State.REJECTED
     w = order(state=State.SUBMITTED)
     assert not w.on_error(2104, "farm ok") and w.state is State.SUBMITTED
 

@@ -1,0 +1,267 @@
+"""IBBroker with the real ib_async client against the fake gateway on loopback (no mocks of ib_async).
+
+The fake runs on its own event loop in a background thread, with its replay clock served on a side
+channel (firm.broker.ibreplay) that the broker's ``market_time`` drives. No timed assertions: every wait
+is for a state, with a guard that only turns a hang into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+import time
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from firm.broker.base import DuplicateOrder
+from firm.broker.endpoint import Endpoint, LiveRefused, confirm_live, endpoint, mask_account, resolve_kind
+from firm.broker.ib import IBBroker
+from firm.broker.ibreplay import serve_control
+from firm.broker.ibsim import DEFAULT_ACCOUNT, IBSim, IBSimConfig, load_replay
+from firm.broker.orders import State
+from firm.config import IBConfig
+from firm.events import OrderEvent, Side
+from firm.execution import ExecutionEngine
+from firm.journal import OrderLog
+from firm.portfolio import Costs
+
+START = "2012-01-03"
+SYMBOLS = ("AAPL", "MSFT", "IBM")
+COSTS = Costs(slippage_bps=0.0, slippage_noise_bps=0.0)
+
+logging.getLogger("ib_async").setLevel(logging.CRITICAL)  # the faults make it log errors on purpose
+
+
+@lru_cache(maxsize=1)
+def data():
+    return load_replay(SYMBOLS)
+
+
+class Gateway:
+    """The fake gateway and its replay clock on a loop in a background thread."""
+
+    def __init__(self, **cfg):
+        self.sim = IBSim(data(), START, IBSimConfig(**cfg))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def start():
+            await self.sim.start("127.0.0.1", 0)
+            self.control = await serve_control(self.sim)
+            return self.control.sockets[0].getsockname()[1]
+
+        self.control_port = self.do(start())
+
+    def do(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def call(self, fn, *args):
+        async def go():
+            return fn(*args)
+
+        return self.do(go())
+
+    def orders_with_ref(self, ref: str):
+        return self.call(lambda: [so for so in self.sim.orders.values() if so.order.orderRef == ref])
+
+    def stop(self):
+        async def stop():
+            self.control.close()
+            await self.sim.stop()
+
+        self.do(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def gw():
+    g = Gateway()
+    yield g
+    g.stop()
+
+
+def make_broker(gw: Gateway, **cfg) -> IBBroker:
+    ib_cfg = IBConfig(
+        port=gw.sim.port, replay_control=f"127.0.0.1:{gw.control_port}", fill_timeout_s=20,
+        orders_per_minute=1000, min_order_spacing_s=0.0, backoff_base_s=0.05, **cfg,
+    )  # fmt: skip
+    ep = endpoint(ib_cfg, "ib-paper", env={})
+    return IBBroker(SYMBOLS, 1_000_000.0, COSTS, ib_cfg, ep, seed=1)
+
+
+def until(pred, what: str, guard_s: float = 30.0):
+    end = time.monotonic() + guard_s
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.005)
+
+
+def order(ref: str, symbol="AAPL", side=Side.BUY, qty=100) -> OrderEvent:
+    ts = dt.datetime(2012, 1, 3, 21, tzinfo=dt.timezone.utc)
+    return OrderEvent(id=f"ord:{ref}", ts=ts, order_ref=ref, symbol=symbol, side=side, quantity=qty, decision_id=f"dec:{ref}")
+
+
+def bar_at(session: str):
+    """(open time UTC, opens, closes) of a session of the replayed data."""
+    p = data().panel
+    dates = pd.DatetimeIndex(pd.to_datetime(p.ts, utc=True)).tz_convert("America/New_York").normalize().tz_localize(None)
+    i = int(np.searchsorted(dates.values, np.datetime64(pd.Timestamp(session))))
+    opened = dt.datetime.fromtimestamp(int(data().session_open[i]) // 1_000_000_000, tz=dt.timezone.utc)
+    return opened, p.open[i], p.close[i]
+
+
+def next_bar(broker: IBBroker, session: str):
+    ts, opens, closes = bar_at(session)
+    broker.market_time(ts)
+    return broker.on_bar(opens, closes)
+
+
+def test_submit_fill_commission_and_fill_event(gw, tmp_path):
+    broker = make_broker(gw)
+    try:
+        assert broker.is_ready()
+        engine = ExecutionEngine(broker, OrderLog(tmp_path / "wal.jsonl", fsync=False))
+        broker.submit(order("firm-t1"))
+        broker.submit(order("firm-t2", "MSFT", Side.SELL, 50))
+        with pytest.raises(DuplicateOrder):
+            broker.submit(order("firm-t1"))
+        assert [p.order_ref for p in broker.book.pending] == ["firm-t1", "firm-t2"]
+        fills = next_bar(broker, "2012-01-04")
+        _, opens, _ = bar_at("2012-01-04")
+        assert [(f.order_ref, f.quantity) for f in fills] == [("firm-t1", 100), ("firm-t2", -50)]
+        aapl, msft = fills
+        assert aapl.price == round(float(opens[0]), 4) and aapl.commission == COSTS.commission(100, aapl.price)
+        assert msft.price == round(float(opens[1]), 4) and msft.commission == 1.0
+        assert broker.book.positions == [100, -50, 0] and broker.book.pending == []
+        expected_cash = 1_000_000 - 100 * aapl.price - aapl.commission + 50 * msft.price - msft.commission
+        assert broker.book.cash == pytest.approx(expected_cash, abs=1e-6)
+        event = engine._fill_event(aapl, bar_at("2012-01-04")[0])
+        assert event.commission == aapl.commission and event.side is Side.BUY and event.order_ref == "firm-t1"
+        assert broker.order_states() == {"firm-t1": "filled", "firm-t2": "filled"}
+        until(lambda: broker.ib_positions() == {"AAPL": 100, "MSFT": -50}, "IB's positions")
+        assert next_bar(broker, "2012-01-05") == []  # nothing counted twice
+        assert all(mask_account(DEFAULT_ACCOUNT) in line or "account" not in line for line in broker.lines)
+        assert not any(DEFAULT_ACCOUNT in line for line in broker.lines)  # never in full
+    finally:
+        broker.close()
+
+
+def test_socket_drop_mid_order_reconnects_reconciles_no_duplicate_no_loss(gw):
+    broker = make_broker(gw)
+    try:
+        gw.call(gw.sim.fault_drop_mid_order, 1)
+        broker.submit(order("firm-drop"))  # IB acknowledges it, then the socket drops
+        until(lambda: broker.reconnects >= 1 and broker.is_ready(), "reconnected and reconciled")
+        rec = broker.reconciliations[-1]
+        assert rec.live == ["firm-drop"] and rec.resend == []
+        fills = next_bar(broker, "2012-01-04")
+        assert [(f.order_ref, f.quantity) for f in fills] == [("firm-drop", 100)]
+        assert len(gw.orders_with_ref("firm-drop")) == 1  # never duplicated
+        assert broker.book.positions[0] == 100 and broker.book.pending == []
+
+        # the socket drops again; an order decided while disconnected never reached IB: sent once, after
+        gw.call(gw.sim.drop, None)
+        until(lambda: not broker.is_ready(), "the broker sees the drop")
+        broker.submit(order("firm-held", "IBM", Side.BUY, 10))
+        until(lambda: broker.is_ready() and len(broker.reconciliations) >= 3, "reconnected again")
+        assert broker.reconciliations[-1].resend == ["firm-held"]
+        fills = next_bar(broker, "2012-01-05")
+        assert [(f.order_ref, f.quantity) for f in fills] == [("firm-held", 10)]
+        assert len(gw.orders_with_ref("firm-held")) == 1 and len(gw.orders_with_ref("firm-drop")) == 1
+        assert broker.book.positions == [100, 0, 10]
+        states = broker.order_states()
+        assert states == {"firm-drop": "filled", "firm-held": "filled"}
+    finally:
+        broker.close()
+
+
+def test_gateway_restart_with_next_valid_id_going_backwards_reuses_no_order_id(gw):
+    broker = make_broker(gw)
+    try:
+        broker.submit(order("firm-r1"))
+        assert len(next_bar(broker, "2012-01-04")) == 1
+        reconciled = len(broker.reconciliations)
+        gw.call(gw.sim.restart, 1)  # nextValidId back to 1, which order firm-r1 used
+        until(lambda: broker.is_ready() and len(broker.reconciliations) > reconciled, "reconnected after the restart")
+        assert broker.reconciliations[-1].filled == ["firm-r1"]
+        broker.submit(order("firm-r2", "MSFT", Side.BUY, 10))
+        fills = next_bar(broker, "2012-01-05")
+        assert [(f.order_ref, f.quantity) for f in fills] == [("firm-r2", 10)]  # not rejected with 103
+        assert not any(code == 103 for _, code, _ in broker.errors)
+    finally:
+        broker.close()
+
+
+def test_rejected_order_and_cancel_all(gw):
+    broker = make_broker(gw)
+    try:
+        gw.call(gw.sim.fault_reject_next_order, "no permissions")
+        broker.submit(order("firm-rej"))
+        until(lambda: broker.order_states().get("firm-rej") == "rejected", "rejected by 201")
+        broker.submit(order("firm-c1", "MSFT"))
+        broker.submit(order("firm-c2", "IBM"))
+        broker.market_time(bar_at("2012-01-03")[0])  # waits for the acknowledgements; the clock stays
+        assert sorted(broker.cancel_all()) == ["firm-c1", "firm-c2"]
+        assert broker.book.pending == [p for p in broker.book.pending if p.order_ref == "firm-rej"]
+        assert {so.status for so in gw.call(lambda: list(gw.sim.orders.values()))} == {"Cancelled"}
+        fills = next_bar(broker, "2012-01-04")
+        assert fills == []
+        states = broker.order_states()
+        assert states == {"firm-rej": "rejected", "firm-c1": "cancelled", "firm-c2": "cancelled"}
+    finally:
+        broker.close()
+
+
+def test_unreachable_gateway_fails_behind_the_breaker():
+    cfg = IBConfig(port=1, connect_timeout_s=0.5, breaker_failures=2, backoff_base_s=0.01, breaker_cooldown_s=0.05)
+    with pytest.raises(ConnectionError, match="ib-paper 127.0.0.1:1"):
+        IBBroker(SYMBOLS, 1e6, COSTS, cfg, endpoint(cfg, "ib-paper", env={}))
+
+
+# paper default, live guard, masking (pure) ---------------------------------------------------------------
+
+
+def test_endpoint_defaults_paper_and_env_overrides():
+    ep = endpoint(IBConfig(), "ib-paper", env={})
+    assert (ep.host, ep.port, ep.client_id, ep.account) == ("127.0.0.1", 4002, 1, None)
+    assert endpoint(IBConfig(), "ib-live", env={}).port == 4001
+    ep = endpoint(IBConfig(), "ib-paper", env={"FIRM_IB_ACCOUNT": "DU7654321", "FIRM_IB_PORT": "7497", "FIRM_IB_CLIENT_ID": "9"})
+    assert (ep.port, ep.client_id, ep.account) == (7497, 9, "DU7654321")
+    assert "DU7654321" not in str(ep) and "DU****321" in str(ep)
+    with pytest.raises(LiveRefused, match="live-trading port"):
+        endpoint(IBConfig(port=4001), "ib-paper", env={})
+
+
+def test_live_needs_the_flag_and_a_confirmation():
+    assert resolve_kind(None, False, "sim") == "sim"
+    assert resolve_kind("ib-paper", False, "sim") == "ib-paper"
+    assert resolve_kind(None, True, "sim") == "ib-live"
+    with pytest.raises(LiveRefused, match="needs --live"):
+        resolve_kind("ib-live", False, "sim")
+    with pytest.raises(LiveRefused, match="needs --live"):
+        resolve_kind(None, False, "ib-live")
+    with pytest.raises(LiveRefused):
+        resolve_kind("ib-paper", True, "sim")
+    ep = Endpoint("ib-live", "127.0.0.1", 4001, 1, "U1234567")
+    with pytest.raises(LiveRefused, match="no confirmation") as err:
+        confirm_live(ep, env={}, isatty=False)
+    assert "U1234567" not in str(err.value)
+    with pytest.raises(LiveRefused, match="not LIVE"):
+        confirm_live(ep, env={}, isatty=True, ask=lambda prompt: "yes")
+    assert confirm_live(ep, env={}, isatty=True, ask=lambda prompt: "LIVE") == "typed LIVE"
+    assert confirm_live(ep, env={"FIRM_CONFIRM_LIVE": "yes"}) == "FIRM_CONFIRM_LIVE=yes"
+
+
+def test_account_masking():
+    assert mask_account("DU1234567") == "DU****567"
+    assert mask_account("U12345678") == "U1****678"
+    assert mask_account("DU12") == "****"
+    assert mask_account(None) == "(none)"
