@@ -19,7 +19,15 @@ from firm.portfolio import Book, Costs
 @ray.remote(num_cpus=0, max_restarts=0)
 class ExecutionActor:
     def __init__(self, cfg: Config, symbols: tuple[str, ...], wal_path: str):
-        broker = SimulatedBroker(symbols, cfg.broker.initial_cash, Costs.from_config(cfg.broker, cfg.run.seed))
+        costs = Costs.from_config(cfg.broker, cfg.run.seed)
+        if cfg.broker.kind == "sim":
+            broker = SimulatedBroker(symbols, cfg.broker.initial_cash, costs)
+        else:  # the one IB connection of the run (paper by default; live was confirmed by the CLI)
+            from firm.broker.endpoint import endpoint
+            from firm.broker.ib import IBBroker
+
+            ep = endpoint(cfg.broker.ib, cfg.broker.kind)
+            broker = IBBroker(symbols, cfg.broker.initial_cash, costs, cfg.broker.ib, ep, seed=cfg.run.seed)
         self.kill_switch_path = cfg.kill_switch_path()
         self.run_dir = Path(wal_path).parent
         self.engine = ExecutionEngine(broker, OrderLog(wal_path, fsync=cfg.journal.fsync), self._persist_kill_switch)
@@ -44,3 +52,6 @@ class ExecutionActor:
 
     def close(self) -> None:
         self.engine.wal.close()
+        close = getattr(self.engine.broker, "close", None)
+        if close is not None:
+            close()

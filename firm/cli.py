@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from firm.config import ConfigError, load_config
+from firm.broker.endpoint import LiveRefused
 from firm.kill_switch import KillSwitchError
 
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -25,16 +26,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     from firm.pipeline import run
 
     cfg = load_config(args.config, _overrides(args))
+    cfg, broker = _broker_setup(cfg, args)
     print(
         f"firm: replaying {', '.join(cfg.data.symbols)} {cfg.data.start}..{cfg.data.end} from the "
         f"{cfg.data.source} data source; agents: {', '.join(sorted(cfg.enabled_agents()))}; "
-        f"batch {cfg.run.batch}, seed {cfg.run.seed}, simulated broker",
+        f"batch {cfg.run.batch}, seed {cfg.run.seed}, {broker}",
         file=sys.stderr,
         flush=True,
     )
     result = run(cfg, config_name=Path(args.config).stem, address=args.address, progress=not args.quiet)
     print(result.stats.render())
     return 0
+
+
+def _broker_setup(cfg, args: argparse.Namespace):
+    """The run's broker from --broker / --live / the config. IB: paper unless --live and a confirmation
+    (typed LIVE on a terminal, or FIRM_CONFIRM_LIVE=yes); otherwise a refusal (exit 2). Returns the config
+    to run and a line describing the broker, with the account masked."""
+    from firm.broker.endpoint import confirm_live, endpoint, resolve_kind
+
+    kind = resolve_kind(getattr(args, "broker", None), getattr(args, "live", False), cfg.broker.kind)
+    if kind == "sim":
+        return cfg, "simulated broker"
+    ib = cfg.broker.ib
+    if getattr(args, "replay_control", None):
+        ib = ib.model_copy(update={"replay_control": args.replay_control})
+    ep = endpoint(ib, kind)
+    how = ""
+    if kind == "ib-live":
+        how = f", live trading confirmed ({confirm_live(ep, isatty=sys.stdin.isatty(), ask=input)})"
+    # IB fills at the market's prices with IB's commissions: no modelled slippage in the projected book
+    broker = cfg.broker.model_copy(update={"kind": kind, "ib": ib, "slippage_bps": 0.0, "slippage_noise_bps": 0.0})
+    return cfg.model_copy(update={"broker": broker}), f"Interactive Brokers {ep}{how}"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -308,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  firm run                               replay the embedded default (real daily data, simulated broker)\n"
         "  firm run --batch 1 --seed 3            bar by bar, another seed for the slippage noise\n"
         "  firm run --address 10.0.0.5:6379       the same on a running Ray cluster\n"
+        "  firm run --broker ib-paper             the same through Interactive Brokers (paper, 127.0.0.1:4002)\n"
         "  firm check --config configs/my.yaml    validate a config and its data\n"
         "  firm walk-forward --agents regime      in-sample vs out-of-sample scores of a fitted agent\n"
         "  firm kill-switch status                is the kill switch engaged, by whom, why\n"
@@ -330,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, help="bars handed to each agent per call (replay; live uses 1)")
     p.add_argument("--seed", type=int, default=None, help="seed for every random draw (slippage noise)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--broker", choices=("sim", "ib-paper", "ib-live"), default=None,
+        help="sim (default: broker.kind), or Interactive Brokers: ib-paper (port 4002) or ib-live (4001, needs --live)",
+    )  # fmt: skip
+    p.add_argument(
+        "--live", action="store_true",
+        help="allow live trading (ib-live): also needs LIVE typed on a terminal or FIRM_CONFIRM_LIVE=yes",
+    )  # fmt: skip
+    p.add_argument("--replay-control", default=None, help="HOST:PORT of a fake gateway's replay clock (rehearsals)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -440,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     except KillSwitchError as err:
         print(f"firm: {err}", file=sys.stderr)
         return 3
+    except LiveRefused as err:
+        print(f"firm: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

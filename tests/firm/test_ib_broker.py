@@ -265,3 +265,68 @@ def test_account_masking():
     assert mask_account("U12345678") == "U1****678"
     assert mask_account("DU12") == "****"
     assert mask_account(None) == "(none)"
+
+
+# the CLI's refusals ----------------------------------------------------------------------------------
+
+
+def test_cli_refuses_live_without_the_flag_or_a_confirmation(capsys, monkeypatch):
+    from firm.cli import main
+
+    monkeypatch.setenv("FIRM_IB_ACCOUNT", "U9876543")
+    monkeypatch.delenv("FIRM_CONFIRM_LIVE", raising=False)
+    assert main(["run", "--broker", "ib-live"]) == 2
+    assert "needs --live" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    assert main(["run", "--broker", "ib-live", "--live"]) == 2
+    err = capsys.readouterr().err
+    assert "no confirmation" in err and "U9***543" in err and "U9876543" not in err
+
+
+# end to end: the pipeline through IB gives the simulator's orders --------------------------------------
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_run_through_ib_paper_against_the_fake_gives_the_simulators_order_log(tmp_path):
+    from pathlib import Path
+
+    from firm.config import load_config
+    from firm.journal import read_jsonl
+    from firm.pipeline import run
+
+    default = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+    span = {"data.start": "2008-01-02", "data.end": "2008-06-30", "run.progress_every_s": 3600,
+            "broker.slippage_bps": 0.0, "broker.slippage_noise_bps": 0.0}  # fmt: skip
+    sim_cfg = load_config(default, {"run.output_dir": str(tmp_path / "sim"), **span})
+    sim_run = run(sim_cfg, config_name="sim", progress=False)
+
+    symbols = sim_cfg.data.symbols
+    g = Gateway.__new__(Gateway)  # the fake replaying the run's instruments from its first session
+    g.sim = IBSim(load_replay(symbols), "2008-01-02", IBSimConfig())
+    g.loop = asyncio.new_event_loop()
+    g.thread = threading.Thread(target=g.loop.run_forever, daemon=True)
+    g.thread.start()
+
+    async def start():
+        await g.sim.start("127.0.0.1", 0)
+        g.control = await serve_control(g.sim)
+        return g.control.sockets[0].getsockname()[1]
+
+    g.control_port = g.do(start())
+    try:
+        ib_cfg = load_config(
+            default,
+            {"run.output_dir": str(tmp_path / "ib"), **span, "broker.kind": "ib-paper",
+             "broker.ib.port": g.sim.port, "broker.ib.replay_control": f"127.0.0.1:{g.control_port}",
+             "broker.ib.orders_per_minute": 10_000, "broker.ib.min_order_spacing_s": 0.0},
+        )  # fmt: skip
+        ib_run = run(ib_cfg, config_name="ib", progress=False)
+    finally:
+        g.stop()
+    sim_wal = read_jsonl(sim_run.run_dir / "orders.wal.jsonl")
+    ib_wal = read_jsonl(ib_run.run_dir / "orders.wal.jsonl")
+    assert sum(r["kind"] == "order" for r in sim_wal) > 5
+    assert ib_wal == sim_wal  # every order and every fill (price, commission), in the same order
+    assert ib_run.stats.order_log_sha256 == sim_run.stats.order_log_sha256
+    refs = [so.order.orderRef for so in g.sim.orders.values()]
+    assert sorted(refs) == sorted(r["order_ref"] for r in sim_wal if r["kind"] == "order")  # each sent once
