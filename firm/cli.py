@@ -290,6 +290,16 @@ def cmd_ibsim(args: argparse.Namespace) -> int:
             await sim.start(args.host, args.port)
         except OSError as err:
             raise ConfigError(f"ibsim: cannot listen on {args.host}:{args.port}: {err}") from None
+        control = None
+        if args.control_port is not None:
+            from firm.broker.ibreplay import serve_control
+
+            try:
+                control = await serve_control(sim, args.host, args.control_port)
+            except OSError as err:
+                raise ConfigError(f"ibsim: cannot listen on {args.host}:{args.control_port}: {err}") from None
+            port = control.sockets[0].getsockname()[1]
+            say(f"replay clock on {args.host}:{port}: firm run --broker ib-paper --replay-control {args.host}:{port}")
         say(
             f"replaying {', '.join(symbols)} from {sim.date} ({len(sim.dates) - sim.bar - 1:,} sessions ahead), "
             + (f"one bar every {args.bar_interval:g} s" if args.bar_interval else "clock stopped (--bar-interval 0)")
@@ -308,6 +318,8 @@ def cmd_ibsim(args: argparse.Namespace) -> int:
                 say(f"bar {sim.date}: {len(sim.sessions)} client(s), {working} working order(s), positions "
                     + (", ".join(f"{sim.symbols[s]} {q:g}" for s, (q, _) in sorted(sim.positions.items())) or "none"))
         finally:
+            if control is not None:
+                control.close()
             await sim.stop()
 
     print(
@@ -459,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cash", type=float, default=1_000_000.0, help="starting cash (default: 1,000,000)")
     p.add_argument("--next-valid-id", type=int, default=1, help="the first nextValidId (default: 1)")
     p.add_argument("--fill-share", type=float, default=None, help="fill at most this share of a bar's volume per bar (partial fills)")
+    p.add_argument(
+        "--control-port", type=int, default=None,
+        help="also serve the replay clock on this port (0: any free port) so that `firm run --broker ib-paper "
+        "--replay-control HOST:PORT` keeps the fake's market in step with the run; use with --bar-interval 0",
+    )
     p.set_defaults(func=cmd_ibsim)
     return parser
 

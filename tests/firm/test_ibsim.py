@@ -11,6 +11,7 @@ import logging
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import pytest
 from ib_async import IB, LimitOrder, MarketOrder, Stock, StopOrder
 
@@ -503,3 +504,37 @@ def test_firm_ibsim_command_serves_fills_and_stops_on_ctrl_c():
         assert lines[-1].endswith("stopped")
 
     run(go())
+
+
+def test_firm_ibsim_serves_its_replay_clock_on_the_control_port():
+    """``--control-port 0``: the command prints the clock's address, and a ReplayClock moves the market."""
+    import re
+    import signal
+    import sys
+
+    from firm.broker.ibreplay import ReplayClock
+
+    async def go():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "firm.cli", "ibsim", "--port", "0", "--control-port", "0", "--symbols", "AAPL,IBM",
+            "--start", START, "--bar-interval", "0",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        control = None
+        while control is None:
+            line = (await proc.stdout.readline()).decode()
+            assert line, f"firm ibsim exited: {(await proc.stderr.read()).decode()}"
+            m = re.search(r"--replay-control (127\.0\.0\.1:\d+)", line)
+            control = m.group(1) if m else None
+        clock = ReplayClock(control)
+        before = await asyncio.to_thread(clock.date)
+        target = pd.Timestamp(f"{before} 16:00", tz="America/New_York") + pd.Timedelta(days=7)
+        after = await asyncio.to_thread(clock.step_to, target)
+        await asyncio.to_thread(clock.close)
+        proc.send_signal(signal.SIGINT)
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return before, after
+
+    before, after = run(go())
+    assert pd.Timestamp(before) < pd.Timestamp(after) <= pd.Timestamp(before) + pd.Timedelta(days=7)
