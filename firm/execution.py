@@ -28,6 +28,7 @@ class ExecutionEngine:
         self.broker = broker
         self.wal = wal
         self.on_kill_switch = on_kill_switch  # persists the switch (firm.kill_switch) before anything is sent
+        self._executions: dict[str, int] = {}  # order_ref -> executions seen, for unique fill ids
 
     def execute(self, review: Review, bars: Bars) -> tuple[Committed, list[tuple[int, int]]]:
         """Commit rows ``start..stop``: fills at the open, then the approved orders, WAL first."""
@@ -39,7 +40,7 @@ class ExecutionEngine:
         for k in range(start, review.stop):
             self.broker.market_time(bars.opens_at[k])
             raw = self.broker.on_bar(panel.open[k], panel.close[k])
-            fills.append([self._fill_event(f, bars.opens_at[k]) for f in raw])
+            fills.append(self._fill_events(raw, bars.opens_at[k]))
             if self.broker.book.fingerprint() != review.fingerprints[k - start]:
                 raise ProjectionMismatch(f"row {bars.offset + k}: the CIO's projected book differs from the broker's")
             row = [self._order(vd) for vd in review.validated[k - start] if vd.approved]
@@ -109,6 +110,17 @@ class ExecutionEngine:
             quantity=d.quantity,
             decision_id=d.id,
         )
+
+    def _fill_events(self, raw: list[Fill], ts: datetime) -> list[FillEvent]:
+        """One FillEvent per execution. An order filled in several executions (partial fills at a real
+        broker) gets ids ``fill:<ref>``, ``fill:<ref>:2``, ... numbered over the order's whole life."""
+        events = []
+        for fill in raw:
+            n = self._executions.get(fill.order_ref, 0) + 1
+            self._executions[fill.order_ref] = n
+            event = self._fill_event(fill, ts)
+            events.append(event if n == 1 else event.model_copy(update={"id": f"{event.id}:{n}"}))
+        return events
 
     def _fill_event(self, fill: Fill, ts: datetime) -> FillEvent:
         symbol = self.broker.book.symbols[fill.symbol]

@@ -1,5 +1,6 @@
 """Execution: the write-ahead log is on disk before the broker sees an order; no order is sent twice."""
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -88,3 +89,31 @@ def test_a_proposal_on_a_book_the_broker_does_not_have_is_refused(tmp_path):
     with pytest.raises(ProjectionMismatch):
         engine.execute(review, _bars())
     assert read_jsonl(tmp_path / "wal") == []
+
+
+class SplittingBroker(SimulatedBroker):
+    """The simulated book, reporting each fill as two executions (as a real broker reports partial fills)."""
+
+    def on_bar(self, opens, closes):
+        out = []
+        for f in super().on_bar(opens, closes):
+            half = f.quantity // 2
+            out += [replace(f, quantity=half, commission=0.0), replace(f, quantity=f.quantity - half)]
+        return out
+
+
+def test_each_execution_of_an_order_is_its_own_fill_event(tmp_path):
+    broker = SplittingBroker(SYMBOLS, 1e6, Costs())
+    engine = ExecutionEngine(broker, OrderLog(tmp_path / "wal", fsync=False))
+    engine.execute(_review(broker, [_approved("AAPL", 100)]), _bars())
+    # the next bar: the order fills at its open, in two executions with distinct ids
+    nxt = Bars(offset=1, panel=_bars().panel, session_open=np.array([0], dtype=np.int64))
+    projected = broker.book.copy()
+    projected.fill_at_open(nxt.panel.open[0])
+    projected.mark(nxt.panel.close[0])
+    review = Review(offset=1, start=0, stop=1, book=broker.book.copy(), fingerprints=[projected.fingerprint()],
+                    validated=[[]], alerts=[[]])
+    committed, _ = engine.execute(review, nxt)
+    fills = committed.fills[0]
+    assert [f.id for f in fills] == ["fill:firm-AAPL-20080915T2000", "fill:firm-AAPL-20080915T2000:2"]
+    assert sum(f.quantity for f in fills) == 100 and len({f.id for f in fills}) == 2
