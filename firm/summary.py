@@ -12,6 +12,7 @@ import pandas as pd
 
 from firm.batches import Bars, BatchResult
 from firm.events import KillSwitchEvent
+from firm.fill_quality import summary_line, write_best_execution
 from firm.journal import sha256_file
 from risk.metrics import performance
 
@@ -50,6 +51,8 @@ class RunStats:
     order_log_sha256: str = ""
     journal_sha256: str = ""
     run_dir: str = ""
+    execution: dict = field(default_factory=dict)  # best_execution.json's "overall"
+    execution_line: str = ""
 
     @property
     def last_equity(self) -> float:
@@ -121,6 +124,8 @@ class RunStats:
         self.run_dir = str(run_dir)
         self.order_log_sha256 = sha256_file(run_dir / "orders.wal.jsonl")
         self.journal_sha256 = sha256_file(run_dir / "journal.jsonl")
+        report = write_best_execution(run_dir)  # best_execution.json / .md, from the journal
+        self.execution, self.execution_line = report["overall"], summary_line(report)
         pd.DataFrame({"ts": self.equity_ts, "equity": self.equity}).to_csv(run_dir / "equity.csv", index=False)
         (run_dir / "summary.json").write_text(json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str))
 
@@ -177,6 +182,7 @@ class RunStats:
             "orders": self.orders,
             "fills": self.fills,
             "commissions": round(self.commissions, 2),
+            "execution": self.execution,
             "initial_equity": self.initial_cash,
             "final_equity": round(self.last_equity, 2),
             "performance": self.performance(),
@@ -220,6 +226,7 @@ class RunStats:
             lines.append(f"KILL SWITCH      {ks}")
         lines += [
             f"orders / fills   {d['orders']:,} / {d['fills']:,}   commissions ${d['commissions']:,.2f}",
+            *([f"execution        {self.execution_line}"] if self.execution_line else []),
             "",
             f"{'symbol':8s}{'orders':>8s}{'buys':>6s}{'sells':>6s}{'shares':>12s}{'position':>10s}"
             f"{'realized':>14s}{'unrealized':>13s}{'total P&L':>14s}",
