@@ -9,7 +9,7 @@ Light: 60 rolling 20-session historical windows (one every 80 sessions from 1999
 shocks (equity -2% .. -40% x beta, volatility x1.25 .. x5, half with correlations to 1): tens of
 microseconds each.
 The jobs are prepared once (pandas, not timed); the loop is ``risk.stress.run_local``; Ray is
-``risk.stress_tasks.run`` on a local Ray of ``--cpus`` CPUs with warm workers (one untimed round first),
+``actors.stress.run`` on a local Ray of ``--cpus`` CPUs with warm workers (one untimed round first),
 ``mode="ray"`` (tasks always, chunked from the measured cost) and ``mode="auto"`` (the loop where Ray
 cannot win). Every Ray result is checked equal to the loop's. Best of ``--repeat`` runs.
 
@@ -30,7 +30,7 @@ import ray
 
 from firm.data.source import SampleDataSource
 from risk import stress as S
-from risk import stress_tasks as T
+from actors import stress as T
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -235,7 +235,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
         execution = {"mode": "local", "reason": "--local"}
     else:
         from firm.pipeline import start_ray
-        from risk import stress_tasks
+        from actors import stress as stress_tasks
 
         start_ray(cfg, args.address)
         t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 A book is a set of signed dollar values per instrument plus cash (:class:`Portfolio`). A scenario turns
 into a :class:`ScenarioJob` (plain numpy arrays, cheap to build: :func:`prepare`) and a job into a
-:class:`ScenarioResult` (:func:`evaluate`, the numba kernels); ``risk/stress_tasks.py`` spreads the
+:class:`ScenarioResult` (:func:`evaluate`, the numba kernels); ``actors/stress.py`` spreads the
 evaluations over Ray tasks, whose results are identical to :func:`evaluate` in a loop.
 
 Historical scenarios (``kind="historical"``). ``start`` is the *base* session: the last close before the

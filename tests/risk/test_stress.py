@@ -18,7 +18,7 @@ from scipy.stats import norm
 from firm.cli import main
 from firm.data.source import SampleDataSource
 from risk import stress as S
-from risk import stress_tasks as T
+from actors import stress as T
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ["AAPL", "MSFT", "IBM", "GOOG", "SPX", "COMP"]
