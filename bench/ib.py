@@ -12,10 +12,8 @@ little after it leaves, so a return gap can be a few ms under the spacing the se
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import logging
-import threading
 import time
 
 import numpy as np
@@ -23,7 +21,7 @@ import pandas as pd
 
 from firm.broker.endpoint import endpoint
 from firm.broker.ib import IBBroker
-from firm.broker.ibreplay import serve_control
+from firm.broker.ibreplay import BackgroundGateway
 from firm.broker.ibsim import IBSim, IBSimConfig, load_replay
 from firm.config import IBConfig
 from firm.events import OrderEvent, Side
@@ -33,23 +31,7 @@ SYMBOLS = ("AAPL", "MSFT", "IBM")
 START = "2012-01-03"
 
 
-class Gateway:
-    """The fake gateway and its replay clock on their own loop in a background thread."""
-
-    def __init__(self, data):
-        self.sim = IBSim(data, START, IBSimConfig())
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-        async def start():
-            await self.sim.start("127.0.0.1", 0)
-            self.control = await serve_control(self.sim)
-            return self.control.sockets[0].getsockname()[1]
-
-        self.control_port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)
-
-
-def broker(gw: Gateway, **limits) -> IBBroker:
+def broker(gw: BackgroundGateway, **limits) -> IBBroker:
     cfg = IBConfig(port=gw.sim.port, replay_control=f"127.0.0.1:{gw.control_port}", **limits)
     return IBBroker(SYMBOLS, 1e7, Costs(slippage_bps=0.0, slippage_noise_bps=0.0), cfg, endpoint(cfg, "ib-paper", env={}), seed=1)
 
@@ -71,7 +53,7 @@ def main() -> None:
     sessions = pd.DatetimeIndex(pd.to_datetime(p.ts, utc=True)).tz_convert("America/New_York").normalize()
     first = int(np.searchsorted(sessions.tz_localize(None).values, np.datetime64(pd.Timestamp(START)))) + 1
 
-    gw = Gateway(data)
+    gw = BackgroundGateway(IBSim(data, START, IBSimConfig()))
     b = broker(gw, orders_per_minute=10_000, min_order_spacing_s=0.0)  # latency without the limiter's waits
     ack, fill, step = [], [], []
     for k in range(args.orders):

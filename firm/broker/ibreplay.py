@@ -74,3 +74,46 @@ class ReplayClock:
             self._file.close()
             self._sock.close()
             self._sock = None
+
+
+class BackgroundGateway:
+    """A fake gateway (``IBSim``) listening on a free loopback port, and with ``control`` its replay clock,
+    served from an event loop in a daemon thread: for synchronous code (tests, benchmarks, notebooks) that
+    drives the IB path against the fake. ``do`` runs a coroutine on that loop, ``call`` a function."""
+
+    def __init__(self, sim, control: bool = True):
+        import threading
+
+        self.sim = sim
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.control = None
+        self.control_port: int | None = None
+
+        async def start():
+            await sim.start("127.0.0.1", 0)
+            if control:
+                self.control = await serve_control(sim)
+                self.control_port = self.control.sockets[0].getsockname()[1]
+
+        self.do(start())
+
+    def do(self, coro, timeout_s: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def call(self, fn, *args):
+        async def go():
+            return fn(*args)
+
+        return self.do(go())
+
+    def stop(self) -> None:
+        async def stop():
+            if self.control is not None:
+                self.control.close()
+            await self.sim.stop()
+
+        self.do(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

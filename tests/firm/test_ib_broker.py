@@ -7,10 +7,8 @@ is for a state, with a guard that only turns a hang into a failure.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
-import threading
 import time
 from functools import lru_cache
 
@@ -21,9 +19,8 @@ import pytest
 from firm.broker.base import DuplicateOrder
 from firm.broker.endpoint import Endpoint, LiveRefused, confirm_live, endpoint, mask_account, resolve_kind
 from firm.broker.ib import IBBroker
-from firm.broker.ibreplay import serve_control
+from firm.broker.ibreplay import BackgroundGateway
 from firm.broker.ibsim import DEFAULT_ACCOUNT, IBSim, IBSimConfig, load_replay
-from firm.broker.orders import State
 from firm.config import IBConfig
 from firm.events import OrderEvent, Side
 from firm.execution import ExecutionEngine
@@ -42,42 +39,14 @@ def data():
     return load_replay(SYMBOLS)
 
 
-class Gateway:
+class Gateway(BackgroundGateway):
     """The fake gateway and its replay clock on a loop in a background thread."""
 
     def __init__(self, **cfg):
-        self.sim = IBSim(data(), START, IBSimConfig(**cfg))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-        async def start():
-            await self.sim.start("127.0.0.1", 0)
-            self.control = await serve_control(self.sim)
-            return self.control.sockets[0].getsockname()[1]
-
-        self.control_port = self.do(start())
-
-    def do(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def call(self, fn, *args):
-        async def go():
-            return fn(*args)
-
-        return self.do(go())
+        super().__init__(IBSim(data(), START, IBSimConfig(**cfg)))
 
     def orders_with_ref(self, ref: str):
         return self.call(lambda: [so for so in self.sim.orders.values() if so.order.orderRef == ref])
-
-    def stop(self):
-        async def stop():
-            self.control.close()
-            await self.sim.stop()
-
-        self.do(stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture
@@ -301,18 +270,7 @@ def test_run_through_ib_paper_against_the_fake_gives_the_simulators_order_log(tm
     sim_run = run(sim_cfg, config_name="sim", progress=False)
 
     symbols = sim_cfg.data.symbols
-    g = Gateway.__new__(Gateway)  # the fake replaying the run's instruments from its first session
-    g.sim = IBSim(load_replay(symbols), "2008-01-02", IBSimConfig())
-    g.loop = asyncio.new_event_loop()
-    g.thread = threading.Thread(target=g.loop.run_forever, daemon=True)
-    g.thread.start()
-
-    async def start():
-        await g.sim.start("127.0.0.1", 0)
-        g.control = await serve_control(g.sim)
-        return g.control.sockets[0].getsockname()[1]
-
-    g.control_port = g.do(start())
+    g = BackgroundGateway(IBSim(load_replay(symbols), "2008-01-02", IBSimConfig()))  # the run's instruments
     try:
         ib_cfg = load_config(
             default,

@@ -7,10 +7,8 @@ sleeping, so nothing here is timed.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-import threading
 from functools import lru_cache
 
 import numpy as np
@@ -18,6 +16,7 @@ import pandas as pd
 import pytest
 
 from firm.broker.endpoint import endpoint
+from firm.broker.ibreplay import BackgroundGateway
 from firm.broker.ibsim import IBSim, IBSimConfig, load_replay
 from firm.config import IBConfig
 from firm.data.ib_source import HistoricalDataError, IBBarSource
@@ -58,36 +57,19 @@ class VirtualClock:
         self.t += s
 
 
-class Gateway:
-    """The fake gateway on a loop in a background thread (as in test_ib_broker.py)."""
+class Gateway(BackgroundGateway):
+    """The fake gateway on a loop in a background thread, its pacing on a virtual clock."""
 
     def __init__(self, market: MarketData | None = None, start: str = START):
-        self.sim = IBSim(market or data(), start, IBSimConfig())
+        sim = IBSim(market or data(), start, IBSimConfig())
         self.clock = VirtualClock()
-        self.sim.clock = self.clock
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.do(self.sim.start("127.0.0.1", 0))
-
-    def do(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def call(self, fn, *args):
-        async def go():
-            return fn(*args)
-
-        return self.do(go())
+        sim.clock = self.clock
+        super().__init__(sim, control=False)
 
     def source(self, **cfg) -> IBBarSource:
         ib_cfg = IBConfig(port=self.sim.port, connect_timeout_s=10, **cfg)
         ep = endpoint(ib_cfg, "ib-paper", env={})
         return IBBarSource(SYMBOLS, ib_cfg, ep, clock=self.clock, sleep=self.clock.sleep)
-
-    def stop(self):
-        self.do(self.sim.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture
