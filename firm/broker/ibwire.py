@@ -142,6 +142,16 @@ def order_status(
     )  # fmt: skip
 
 
+UNENCODED = "delta-neutral, algo, hedge, conditional and combo orders"
+
+
+def encodable(o: Order, c: Contract) -> bool:
+    """Whether openOrder / completedOrder can carry this order: none of the features in UNENCODED. The fake's
+    placeOrder decoder reads the fields up to ``hidden`` only, so orders it builds never have them (an algo
+    or conditional order sent to the fake is filled as the plain order underneath)."""
+    return not (o.deltaNeutralOrderType or o.algoStrategy or o.hedgeType or o.conditions or c.comboLegs)
+
+
 def open_order(o: Order, c: Contract, st: OrderState) -> bytes:
     """openOrder (5): ~120 fields, in Decoder.openOrder's order at version 178 (>= 177: no faProfile).
 
@@ -149,8 +159,8 @@ def open_order(o: Order, c: Contract, st: OrderState) -> bytes:
     params, scale orders, hedge orders, algo orders, PEG BENCH, order conditions. Each is announced by
     a count or a leading field that is written empty or 0 here, so the rest stays aligned.
     """
-    if o.deltaNeutralOrderType or o.algoStrategy or o.hedgeType or o.conditions or c.comboLegs:
-        raise NotImplementedError("openOrder: delta-neutral, algo, hedge, conditional and combo orders")
+    if not encodable(o, c):
+        raise ValueError(f"openOrder: {UNENCODED} are not encoded by the fake gateway")
     f: list = [5, o.orderId, *_contract_short(c)]
     f += [
         o.action, o.totalQuantity, o.orderType, o.lmtPrice, o.auxPrice, o.tif, o.ocaGroup, o.account,
@@ -193,8 +203,8 @@ def open_order_end() -> bytes:
 
 def completed_order(o: Order, c: Contract, st: OrderState) -> bytes:
     """completedOrder (101), in Decoder.completedOrder's order at version 178 (no orderId, no clientId)."""
-    if o.deltaNeutralOrderType or o.algoStrategy or o.hedgeType or o.conditions or c.comboLegs:
-        raise NotImplementedError("completedOrder: delta-neutral, algo, hedge, conditional and combo orders")
+    if not encodable(o, c):
+        raise ValueError(f"completedOrder: {UNENCODED} are not encoded by the fake gateway")
     f: list = [101, *_contract_short(c)]
     f += [
         o.action, o.totalQuantity, o.orderType, o.lmtPrice, o.auxPrice, o.tif, o.ocaGroup, o.account,
