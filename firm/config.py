@@ -35,6 +35,20 @@ class RayConfig(_Model):
     address: str | None = Field(None, description="None starts a local Ray; 'auto' or host:port joins one.")
     namespace: str = Field("firm", min_length=1)
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (None: all cores).")
+    execution_resource: str | None = Field(
+        None,
+        min_length=1,
+        description="Custom resource of the node that reaches the broker (e.g. ib_gateway): the execution actor "
+        "takes one whole unit of it, so it runs on that node and one unit admits one execution actor. "
+        "None: execution runs on the head node with the CIO, risk and compliance.",
+    )
+
+    @field_validator("execution_resource")
+    @classmethod
+    def _custom_resource(cls, v: str | None) -> str | None:
+        if v is not None and (v in ("CPU", "GPU", "memory", "object_store_memory") or v.startswith("node:")):
+            raise ValueError(f"{v!r} is one of Ray's own resources; name the custom resource of the broker's node")
+        return v
 
 
 class DataConfig(_Model):
@@ -331,6 +345,10 @@ class IBConfig(_Model):
     breaker_cooldown_s: float = Field(30.0, gt=0, le=3600, description="Open breaker: no attempt for this long.")
     backoff_base_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(30.0, gt=0, le=3600)
+    actor_max_restarts: int = Field(
+        3, ge=0, le=100,
+        description="Ray restarts of the execution actor; a restarted one resumes from the order WAL and IB.",
+    )  # fmt: skip
     replay_control: str | None = Field(
         None, description="host:port of a fake gateway's replay clock (firm.broker.ibreplay); replay rehearsals only."
     )
@@ -349,6 +367,32 @@ class BrokerConfig(_Model):
     commission_max_pct: float = Field(0.01, ge=0, le=1, description="Cap as a share of trade value (IB fixed).")
 
 
+class LiveConfig(_Model):
+    """Live trading on Interactive Brokers' daily bars (``firm run --feed ib``, firm/live.py)."""
+
+    feed: Literal["replay", "ib"] = Field(
+        "replay", description="replay: the data section's bars; ib: live daily bars from IB after each session close."
+    )
+    warmup_sessions: int | None = Field(
+        None, ge=1, le=10_000,
+        description="Sessions of history before the first live bar (None: the longest warm-up of the enabled agents + 20).",
+    )  # fmt: skip
+    what_to_show: Literal["ADJUSTED_LAST", "TRADES"] = Field(
+        "ADJUSTED_LAST",
+        description="IB bar type: ADJUSTED_LAST is dividend- and split-adjusted like the shipped data; TRADES is "
+        "adjusted for splits only.",
+    )
+    poll_delay_s: float = Field(
+        600.0, ge=0, le=86_400, description="Seconds after a session's close before asking IB for its daily bar."
+    )
+    poll_retry_s: float = Field(60.0, gt=0, le=3600, description="Seconds between asks while the bar is not there yet.")
+    poll_give_up_s: float = Field(
+        7200.0, gt=0, le=86_400,
+        description="After this long past the close without the bar, the session is left out (reported missing).",
+    )  # fmt: skip
+    sessions: int | None = Field(None, ge=1, description="Stop after this many live sessions (None: until Ctrl-C).")
+
+
 class JournalConfig(_Model):
     fsync: bool = Field(True, description="fsync the order write-ahead log before each send.")
 
@@ -363,6 +407,7 @@ class Config(_Model):
     compliance: ComplianceConfig = ComplianceConfig()
     broker: BrokerConfig = BrokerConfig()
     journal: JournalConfig = JournalConfig()
+    live: LiveConfig = LiveConfig()
 
     @model_validator(mode="after")
     def _agents_exist(self) -> "Config":

@@ -2,6 +2,13 @@
 
 The orders of a bar are written to the write-ahead log and fsynced together (group commit) before
 the first of them reaches the broker; fills are appended as they are confirmed.
+
+A restarted engine (``recovered``: the WAL's records) resumes the call it died in: Ray retries that
+``execute`` on the restarted actor with the same rows, so the first call after a restart rewinds the
+broker to the book those rows start from (which this engine handed out before it died) and commits the
+rows again. What the WAL already holds (orders, the n-th fill of an order, cancels) is not written or
+sent again: an order the WAL has is adopted by the broker (reconciled with IB, never sent twice), and
+the WAL ends exactly as an uninterrupted run would have written it.
 """
 
 from __future__ import annotations
@@ -9,12 +16,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable
 
-from firm.batches import Bars, Committed, Review
+from firm.batches import Bars, Committed, Opened, Review
 from firm.broker.base import Broker
 from firm.cio import order_ref
-from firm.events import FillEvent, KillSwitchEvent, OrderEvent, Side, ValidatedDecisionEvent
+from firm.events import FillEvent, KillSwitchEvent, OrderEvent, ProjectionDriftEvent, Side, ValidatedDecisionEvent
 from firm.journal import OrderLog
-from firm.portfolio import Fill
+from firm.portfolio import Book, Fill
 
 
 class ProjectionMismatch(RuntimeError):
@@ -23,29 +30,47 @@ class ProjectionMismatch(RuntimeError):
 
 class ExecutionEngine:
     def __init__(
-        self, broker: Broker, wal: OrderLog, on_kill_switch: Callable[[KillSwitchEvent], None] | None = None
+        self,
+        broker: Broker,
+        wal: OrderLog,
+        on_kill_switch: Callable[[KillSwitchEvent], None] | None = None,
+        recovered: list[dict] | None = None,
     ):
         self.broker = broker
         self.wal = wal
         self.on_kill_switch = on_kill_switch  # persists the switch (firm.kill_switch) before anything is sent
         self._executions: dict[str, int] = {}  # order_ref -> executions seen, for unique fill ids
+        self._opened: dict[int, Opened] = {}  # live: global row -> what open_bar took from the broker
+        self._resuming = recovered is not None  # restarted: the first execute rewinds the broker
+        self._recovered = list(recovered or [])  # the WAL's records at the restart
+        self._logged_orders: set[str] = set()  # what the WAL holds already (a restart): never written again
+        self._logged_fills: dict[str, int] = {}
+        self._logged_cancels: set[str] = set()
 
     def execute(self, review: Review, bars: Bars) -> tuple[Committed, list[tuple[int, int]]]:
         """Commit rows ``start..stop``: fills at the open, then the approved orders, WAL first."""
         start = review.start
         panel = bars.panel
+        if self._resuming:
+            self._resume(review, bars)
         if self.broker.book.fingerprint() != review.book.fingerprint():
             raise ProjectionMismatch("the proposal starts from a book the broker does not have")
-        orders, fills, equity = [], [], []
+        orders, fills, equity, drift = [], [], [], []
         for k in range(start, review.stop):
-            self.broker.market_time(bars.opens_at[k])
-            raw = self.broker.on_bar(panel.open[k], panel.close[k])
-            fills.append(self._fill_events(raw, bars.opens_at[k]))
+            opened = self._opened.pop(bars.offset + k, None)
+            if opened is None:
+                self.broker.market_time(bars.opens_at[k])
+                raw = self.broker.on_bar(panel.open[k], panel.close[k])
+                fills.append(self._fill_events(raw, bars.opens_at[k]))
+                drift.append([])
+            else:  # live: open_bar took this row's fills before the CIO decided it
+                fills.append(opened.fills)
+                drift.append(opened.drift)
             if self.broker.book.fingerprint() != review.fingerprints[k - start]:
                 raise ProjectionMismatch(f"row {bars.offset + k}: the CIO's projected book differs from the broker's")
             row = [self._order(vd) for vd in review.validated[k - start] if vd.approved]
             if row:
-                self.wal.append_many([_wal_record(o) for o in row])
+                self._log_orders(row)
                 for order in row:
                     self.broker.submit(order)
             for event in review.alerts[k - start]:
@@ -60,8 +85,31 @@ class ExecutionEngine:
             if not vd.approved
         ]
         book = self.broker.book.copy()
-        committed = Committed(start, review.stop, review.validated, review.alerts, orders, fills, equity, book)
+        committed = Committed(start, review.stop, review.validated, review.alerts, orders, fills, equity, book, drift)
         return committed, rejected
+
+    def open_bar(self, bars: Bars) -> Opened:
+        """Live trading: take the fills and marks of the first row of ``bars`` from the broker before the CIO
+        decides it, so the CIO projects from the broker's book, not from its own model of the fills.
+
+        Where the broker's book differs from that model (the projection replay checks strictly: next open,
+        modelled slippage and commission, every order filled), a :class:`ProjectionDriftEvent` records both
+        books and why, and the run goes on from the broker's. ``execute`` then commits this row without
+        asking the broker again."""
+        panel = bars.panel
+        opens_at = bars.opens_at[0]
+        projected = self.broker.book.copy()
+        modelled = projected.fill_at_open(panel.open[0])
+        projected.mark(panel.close[0])
+        self.broker.market_time(opens_at)
+        raw = self.broker.on_bar(panel.open[0], panel.close[0])
+        events = self._fill_events(raw, opens_at)
+        book = self.broker.book
+        drift = []
+        if book.fingerprint() != projected.fingerprint():
+            drift.append(_drift_event(projected, book, modelled, raw, events, bars))
+        self._opened[bars.offset] = Opened(book.copy(), events, drift)
+        return self._opened[bars.offset]
 
     def _kill_switch(self, event: KillSwitchEvent, stamp: str) -> list[OrderEvent]:
         """The kill switch tripped at this committed bar: persist it, cancel every working order and,
@@ -69,7 +117,7 @@ class ExecutionEngine:
         if self.on_kill_switch is not None:
             self.on_kill_switch(event)
         ts = event.ts.isoformat()
-        cancelled = self.broker.cancel_all()
+        cancelled = [ref for ref in self.broker.cancel_all() if ref not in self._logged_cancels]
         if cancelled:
             self.wal.append_many(
                 [{"kind": "cancel", "order_ref": ref, "ts": ts, "reason": f"kill switch: {event.id}"} for ref in cancelled]
@@ -92,10 +140,38 @@ class ExecutionEngine:
             if position != 0
         ]
         if orders:
-            self.wal.append_many([_wal_record(o) for o in orders])
+            self._log_orders(orders)
             for order in orders:
                 self.broker.submit(order)
         return orders
+
+    def _resume(self, review: Review, bars: Bars) -> None:
+        """First call after a restart: put the broker back at the book rows ``review.start..`` start from."""
+        rewind = getattr(self.broker, "rewind", None)
+        if rewind is None:
+            raise RuntimeError(f"{type(self.broker).__name__} cannot resume a run from its write-ahead log")
+        start_ts = bars.opens_at[review.start]
+        booked: dict[str, float] = {}
+        before: dict[str, int] = {}
+        for r in self._recovered:
+            ref = r.get("order_ref", "")
+            if r.get("kind") == "order":
+                self._logged_orders.add(ref)
+            elif r.get("kind") == "cancel":
+                self._logged_cancels.add(ref)
+            elif r.get("kind") == "fill":
+                self._logged_fills[ref] = self._logged_fills.get(ref, 0) + 1
+                if datetime.fromisoformat(r["ts"]) < start_ts:
+                    booked[ref] = booked.get(ref, 0.0) + abs(float(r["quantity"]))
+                    before[ref] = before.get(ref, 0) + 1
+        rewind(review.book, booked)
+        self._executions = before
+        self._resuming, self._recovered = False, []
+
+    def _log_orders(self, orders: list[OrderEvent]) -> None:
+        new = [_wal_record(o) for o in orders if o.order_ref not in self._logged_orders]
+        if new:
+            self.wal.append_many(new)
 
     @staticmethod
     def _order(vd: ValidatedDecisionEvent) -> OrderEvent:
@@ -118,26 +194,28 @@ class ExecutionEngine:
         for fill in raw:
             n = self._executions.get(fill.order_ref, 0) + 1
             self._executions[fill.order_ref] = n
-            event = self._fill_event(fill, ts)
+            event = self._fill_event(fill, ts, log=n > self._logged_fills.get(fill.order_ref, 0))
             events.append(event if n == 1 else event.model_copy(update={"id": f"{event.id}:{n}"}))
         return events
 
-    def _fill_event(self, fill: Fill, ts: datetime) -> FillEvent:
+    def _fill_event(self, fill: Fill, ts: datetime, log: bool = True) -> FillEvent:
+        """The FillEvent of ``fill``, and its WAL record unless ``log`` is False (the WAL has it)."""
         symbol = self.broker.book.symbols[fill.symbol]
-        self.wal.append_many(
-            [
-                {
-                    "kind": "fill",
-                    "order_ref": fill.order_ref,
-                    "ts": ts.isoformat(),
-                    "symbol": symbol,
-                    "quantity": fill.quantity,
-                    "price": f"{fill.price:.4f}",
-                    "commission": f"{fill.commission:.2f}",
-                }
-            ],
-            sync=False,
-        )
+        if log:
+            self.wal.append_many(
+                [
+                    {
+                        "kind": "fill",
+                        "order_ref": fill.order_ref,
+                        "ts": ts.isoformat(),
+                        "symbol": symbol,
+                        "quantity": fill.quantity,
+                        "price": f"{fill.price:.4f}",
+                        "commission": f"{fill.commission:.2f}",
+                    }
+                ],
+                sync=False,
+            )
         return FillEvent(
             id=f"fill:{fill.order_ref}",
             cause_id=f"ord:{fill.decision_id.removeprefix('dec:')}",
@@ -149,6 +227,59 @@ class ExecutionEngine:
             price=fill.price,
             commission=fill.commission,
         )
+
+
+def _drift_event(
+    projected: Book, actual: Book, modelled: list[Fill], raw: list[Fill], events: list[FillEvent], bars: Bars
+) -> ProjectionDriftEvent:
+    """Both books after the first row of ``bars`` and, order by order, how the broker's fills differ from the model."""
+    symbols = actual.symbols
+
+    def totals(fills: list[Fill]) -> dict[str, tuple[int, int, float, float]]:
+        out: dict[str, tuple[int, int, float, float]] = {}
+        for f in fills:
+            j, q, notional, fee = out.get(f.order_ref, (f.symbol, 0, 0.0, 0.0))
+            out[f.order_ref] = (j, q + f.quantity, notional + f.quantity * f.price, fee + f.commission)
+        return out
+
+    model, real = totals(modelled), totals(raw)
+    why = []
+    for ref in [*model, *(r for r in real if r not in model)]:
+        j, mq, mn, mc = model.get(ref, (real.get(ref, (0,))[0], 0, 0.0, 0.0))
+        _, aq, an, ac = real.get(ref, (j, 0, 0.0, 0.0))
+        mp, ap = (mn / mq if mq else 0.0), (an / aq if aq else 0.0)
+        head = f"{ref} ({symbols[j]})"
+        if not aq:
+            why.append(f"{head}: not filled, projected {mq:+d} at {mp:.4f}")
+            continue
+        if not mq:
+            why.append(f"{head}: filled {aq:+d} at {ap:.4f}, not projected (no open for it in this bar)")
+            continue
+        parts = []
+        if aq != mq:
+            parts.append(f"filled {aq:+d} of {mq:+d} (partial)")
+        if abs(ap - mp) > 5e-5:
+            parts.append(f"at {ap:.4f} not {mp:.4f} ({(ap / mp - 1) * 1e4 * (1 if mq > 0 else -1):+.1f} bps adverse)")
+        if abs(ac - mc) > 0.005:
+            parts.append(f"commission {ac:.2f} not {mc:.2f}")
+        if parts:
+            why.append(f"{head}: " + ", ".join(parts))
+    why.append(f"cash {actual.cash - projected.cash:+,.2f} against the projection")
+    stamp = bars.stamps[0]
+    return ProjectionDriftEvent(
+        id=f"drift:{stamp}",
+        cause_id=events[0].id if events else None,
+        ts=bars.closes_at[0],
+        projected_cash=round(projected.cash, 6),
+        actual_cash=round(actual.cash, 6),
+        projected_equity=round(projected.equity, 6),
+        actual_equity=round(actual.equity, 6),
+        projected_positions={s: q for s, q in zip(symbols, projected.positions) if q},
+        actual_positions={s: q for s, q in zip(symbols, actual.positions) if q},
+        projected_working={o.order_ref: o.quantity for o in projected.pending},
+        actual_working={o.order_ref: o.quantity for o in actual.pending},
+        reason="the broker's book differs from the projection: " + "; ".join(why),
+    )
 
 
 def _wal_record(order: OrderEvent) -> dict:

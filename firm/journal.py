@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from datetime import datetime
@@ -13,6 +14,8 @@ import numpy as np
 from pydantic_core import to_json
 
 from firm.events import Event
+
+log = logging.getLogger("firm.journal")
 
 
 def event_line(event: Event) -> str:
@@ -100,23 +103,67 @@ class Journal:
 
 
 class OrderLog:
-    """Write-ahead log of orders: a record is on disk (flushed, optionally fsynced) before the send."""
+    """Write-ahead log of orders: a record is on disk (flushed, optionally fsynced) before the send.
+
+    Opening an existing log (a restarted execution actor) first cuts a torn last line, the part of a
+    record a killed process did not finish writing, so the next record starts on a line of its own.
+    Such a record was never complete, so nothing it describes was sent.
+    """
 
     def __init__(self, path: str | os.PathLike[str], fsync: bool = True):
         self.path = Path(path)
         self.fsync = fsync
+        self.torn = _cut_torn_tail(self.path)
         self._file = open(self.path, "a", encoding="utf-8")
 
     def append_many(self, records: list[dict[str, Any]], sync: bool = True) -> None:
-        """Write ``records``; when ``sync``, they are flushed (and fsynced if configured) on return."""
+        """Write ``records``; they are flushed to the OS on return (a killed process loses none of them),
+        and with ``sync`` also fsynced if configured (a machine that loses power loses none)."""
         self._file.write("".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records))
-        if sync:
-            self._file.flush()
-            if self.fsync:
-                os.fsync(self._file.fileno())
+        self._file.flush()
+        if sync and self.fsync:
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()
+
+
+def _cut_torn_tail(path: Path) -> str | None:
+    """Truncate ``path`` after its last newline; return what was cut (None: nothing was torn)."""
+    if not path.exists():
+        return None
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return None
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    torn = data[keep:].decode("utf-8", "replace")
+    log.warning("%s: cut a torn last line (%d bytes, never complete, never sent): %.80s", path, len(torn), torn)
+    return torn
+
+
+def read_order_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a write-ahead log; [] if there is none. A torn last line (one without its newline:
+    the writer died in it) is logged and skipped; a line before it that is not JSON is corruption and
+    raises ValueError naming the line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    *lines, tail = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    if tail:
+        log.warning("%s: skipped a torn last line %d (never complete, never sent): %.80s", path, len(lines) + 1, tail)
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {number} of the order log is not a JSON record ({err.msg}): {line[:80]!r}") from err
+    return records
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

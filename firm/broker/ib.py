@@ -41,6 +41,7 @@ import numpy as np
 from ib_async import IB, ExecutionFilter, MarketOrder, Order, Stock
 
 from firm.broker.base import Broker, DuplicateOrder
+from firm.capability import check_broker_owner
 from firm.broker.circuit import CircuitBreaker, RateLimiter
 from firm.broker.endpoint import Endpoint, mask_account
 from firm.broker.orders import IBExecution, IBOrder, ManagedOrder, OrderMap, State, reconcile
@@ -148,7 +149,9 @@ class IBBroker(Broker):
         return self._book
 
     def connect(self) -> None:
-        """First connection (raises ConnectionError if IB cannot be reached within connect_timeout_s)."""
+        """First connection (raises ConnectionError if IB cannot be reached within connect_timeout_s).
+        Refused (CapabilityError) anywhere but in the run's execution actor or a process of its own."""
+        check_broker_owner(f"IB connection to {self.ep}")
         ok = self._call(self._connect_loop(self.cfg.connect_timeout_s), self.cfg.connect_timeout_s + 15)
         if not ok:
             raise ConnectionError(f"cannot connect to IB at {self.ep} within {self.cfg.connect_timeout_s:g} s")
@@ -167,17 +170,50 @@ class IBBroker(Broker):
         return fills
 
     def submit(self, order: OrderEvent) -> None:
-        if order.order_ref in self._refs():
-            raise DuplicateOrder(f"order {order.order_ref} was already sent")
         qty = order.quantity if order.side is Side.BUY else -order.quantity
         j = self._book.symbols.index(order.symbol)
+        adopted = self._call(self._adopt(order.order_ref), 10)
+        if adopted is not None:  # recovered from the WAL: IB has it, or reconciliation sent it once
+            book = self._book
+            book.pending = [p for p in book.pending if p.order_ref != order.order_ref]
+            if adopted > 0:
+                book.submit(PendingOrder(order.order_ref, j, qty // abs(qty) * adopted, order.decision_id))
+            return
         self._book.submit(PendingOrder(order.order_ref, j, qty, order.decision_id))
         mo = ManagedOrder(order.order_ref, order.symbol, qty, order.decision_id)
         self._call(self._submit(mo), self.cfg.fill_timeout_s + 70)
 
+    def restore(self, records: list[dict]) -> None:
+        """A restarted actor: rebuild the order map and the book from the write-ahead log's records,
+        before connecting (whose reconciliation then adopts what IB has and sends, once, what it never
+        got). The book is the WAL's fills at their recorded prices; ``rewind`` makes it exact."""
+        if self.ib.isConnected():
+            raise RuntimeError("restore the order map from the WAL before connecting to IB")
+        self.orders = OrderMap.from_wal(records)
+        book = self._book
+        for r in records:
+            if r.get("kind") == "fill" and r.get("order_ref") in self.orders:
+                book._apply(book.symbols.index(r["symbol"]), int(r["quantity"]), float(r["price"]), float(r["commission"]))
+        for o in self.orders.working():
+            left = o.total - int(round(o.booked))
+            book.submit(PendingOrder(o.order_ref, book.symbols.index(o.symbol), (1 if o.quantity > 0 else -1) * left, o.decision_id))
+        counts = {s.value: sum(o.state is s for o in self.orders.values()) for s in State}
+        self._log(f"restored {len(self.orders)} orders from the WAL: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+
+    def rewind(self, book: Book, booked: dict[str, float]) -> None:
+        """Resume at an earlier committed point: ``book`` is the account there and ``booked`` the shares
+        of each order it holds; every execution after those is booked again (as Fills) by the next bars."""
+
+        async def rewind():
+            self._book = book.copy()
+            for o in self.orders.values():
+                o.rewind(booked.get(o.order_ref, 0.0))
+
+        self._call(rewind(), 10)
+
     def cancel_all(self) -> list[str]:
         cancelled = self._call(self._cancel_all(), self.cfg.fill_timeout_s + 10)
-        gone = set(cancelled)
+        gone = set(cancelled) | set(self._call(self._ended(), 10))
         self._book.pending = [p for p in self._book.pending if p.order_ref not in gone]
         return cancelled
 
@@ -273,6 +309,7 @@ class IBBroker(Broker):
                 continue
             self.ready.set()
             self.changed.set()
+            await self._send_held()
             return True
         return False
 
@@ -323,6 +360,21 @@ class IBBroker(Broker):
 
     # orders ---------------------------------------------------------------------------------------------
 
+    async def _adopt(self, ref: str) -> int | None:
+        """A submit of ``ref``: None if it is new; if the WAL had it (a restart), the shares it still
+        has to fill, once; a second submit of it, like any other repeat, is a DuplicateOrder."""
+        o = self.orders.orders.get(ref)
+        if o is None:
+            return None
+        if not o.recovered:
+            raise DuplicateOrder(f"order {ref} was already sent")
+        o.recovered = False
+        self._log(f"order {ref} is in the WAL from before the restart ({o.state.value}): adopted, not sent again")
+        return o.total - int(round(o.booked))
+
+    async def _ended(self) -> list[str]:
+        return [o.order_ref for o in self.orders.values() if o.state in (State.CANCELLED, State.REJECTED)]
+
     async def _submit(self, mo: ManagedOrder) -> None:
         self.orders.add(mo)
         if self.ready.is_set() and self.ib.isConnected():
@@ -331,11 +383,20 @@ class IBBroker(Broker):
             self._log(f"order {mo.order_ref} held: not connected; it is sent after the reconnect's reconciliation")
 
     async def _send(self, mo: ManagedOrder) -> None:
-        delay = self.limiter.reserve_order()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if not self.ib.isConnected():
-            return  # reconciliation after the reconnect sends it
+        if mo.in_flight:  # already waiting for its slot in the rate limiter: that send goes out, not this
+            return
+        mo.in_flight = True
+        try:
+            delay = self.limiter.reserve_order()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not self.ib.isConnected():
+                return  # reconciliation after the reconnect sends it
+            self._place(mo)
+        finally:
+            mo.in_flight = False
+
+    def _place(self, mo: ManagedOrder) -> None:
         order = MarketOrder(
             "BUY" if mo.quantity > 0 else "SELL",
             mo.total,
@@ -472,6 +533,15 @@ class IBBroker(Broker):
             if self.ib.isConnected():
                 self.ready.set()
                 self.changed.set()
+                await self._send_held()
+
+    async def _send_held(self) -> None:
+        """Orders submitted while reconciliation was sending (not ready, so held) and not in its resend
+        list: they never left the actor; send them now, once."""
+        for o in list(self.orders.values()):
+            if o.state is State.PENDING and not o.sends and not o.perm_id and self.ready.is_set():
+                self._log(f"order {o.order_ref} was held during reconciliation: sending it")
+                await self._send(o)
 
 
 def _order_view(trade) -> IBOrder:

@@ -90,6 +90,9 @@ class ManagedOrder:
     early_commissions: dict[str, float] = field(default_factory=dict)  # report before its execution
     reason: str = ""
     history: list[str] = field(default_factory=list)
+    booked: float = 0.0  # shares the book already holds from before a restart (fill records in the WAL)
+    recovered: bool = False  # rebuilt from the WAL by a restarted actor; not yet claimed by a submit
+    in_flight: bool = False  # a send is waiting for the rate limiter (not yet counted in ``sends``)
 
     # quantities ------------------------------------------------------------------------------------
 
@@ -197,11 +200,31 @@ class ManagedOrder:
         return False
 
     def take_fills(self) -> list[Execution]:
-        """Executions with their commission not yet handed to the book; marks them handed."""
-        out = [e for e in self.executions.values() if not e.reported and e.commission is not None]
-        for e in out:
+        """Executions with their commission not yet handed to the book; marks them handed. The first
+        ``booked`` shares of executions (in arrival order) are the book's already: marked, not returned."""
+        out = []
+        for e in self.executions.values():
+            if e.reported:
+                continue
+            if self.booked > 0:
+                if self.booked + 1e-9 < e.shares:
+                    log.error("%s: execution %s (%g) straddles the %g shares booked before the restart",
+                              self.order_ref, e.exec_id, e.shares, self.booked)  # fmt: skip
+                self.booked = max(0.0, self.booked - e.shares)
+                e.reported = True
+                continue
+            if e.commission is None:
+                continue
             e.reported = True
+            out.append(e)
         return out
+
+    def rewind(self, booked: float) -> None:
+        """The book went back to a point where it held ``booked`` shares of this order: hand every
+        execution after those to it again."""
+        self.booked = booked
+        for e in self.executions.values():
+            e.reported = False
 
 
 class OrderMap:
@@ -247,6 +270,42 @@ class OrderMap:
 
     def working(self) -> list[ManagedOrder]:
         return [o for o in self.orders.values() if not o.terminal]
+
+    @classmethod
+    def from_wal(cls, records: list[dict]) -> "OrderMap":
+        """The order map a restarted actor rebuilds from its write-ahead log, before it asks IB anything.
+
+        Every order record becomes an order counted as sent once (written to the WAL, so it may have
+        reached IB); its fill records are shares already booked; one filled in full per the WAL is
+        filled, one with a cancel record cancelled, one with some fills partially filled. The rest are
+        pending until reconciliation: what IB reports is adopted, what it does not know is sent once.
+        """
+        om = cls()
+        cancelled: set[str] = set()
+        for r in records:
+            kind, ref = r.get("kind"), r.get("order_ref", "")
+            if kind == "order":
+                if ref in om:
+                    log.error("order %s appears twice in the WAL: the second record is ignored", ref)
+                    continue
+                qty = int(r["quantity"]) * (1 if str(r["side"]).upper() == "BUY" else -1)
+                om.add(ManagedOrder(ref, r["symbol"], qty, r["decision_id"], sends=1, recovered=True))
+            elif kind == "fill":
+                if ref not in om:
+                    log.error("the WAL has a fill of %s before (or without) its order record", ref)
+                    continue
+                om[ref].booked += abs(float(r["quantity"]))
+            elif kind == "cancel":
+                cancelled.add(ref)
+        for o in om.values():
+            o.history.append(f"rebuilt from the WAL ({o.booked:g} of {o.total} booked)")
+            if o.booked >= o.total:
+                o.state = State.FILLED
+            elif o.order_ref in cancelled:
+                o.state = State.CANCELLED
+            elif o.booked > 0:
+                o.state = State.PARTIAL
+        return om
 
 
 # reconciliation ----------------------------------------------------------------------------------------

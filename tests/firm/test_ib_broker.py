@@ -288,3 +288,193 @@ def test_run_through_ib_paper_against_the_fake_gives_the_simulators_order_log(tm
     assert ib_run.stats.order_log_sha256 == sim_run.stats.order_log_sha256
     refs = [so.order.orderRef for so in g.sim.orders.values()]
     assert sorted(refs) == sorted(r["order_ref"] for r in sim_wal if r["kind"] == "order")  # each sent once
+
+
+# restart from the write-ahead log; faults on the IBBroker ---------------------------------------------------
+
+
+def positions_at_ib(gw: Gateway) -> dict[str, float]:
+    return gw.call(lambda: {s: gw.sim.position_of(s) for s in SYMBOLS if gw.sim.position_of(s)})
+
+
+def sent_once(gw: Gateway, refs) -> bool:
+    return all(len(gw.orders_with_ref(ref)) == 1 for ref in refs)
+
+
+def log_and_submit(broker: IBBroker, wal: OrderLog, *orders: OrderEvent, send: int | None = None) -> None:
+    """What the engine does: every order in the WAL (fsynced) first, then to the broker (only the first
+    ``send`` of them: an actor that dies in between)."""
+    from firm.execution import _wal_record
+
+    wal.append_many([_wal_record(o) for o in orders])
+    for o in orders[:send]:
+        broker.submit(o)
+
+
+def book_bar(broker: IBBroker, engine: ExecutionEngine, session: str):
+    """A bar as the engine commits it: its fills become FillEvents and WAL records."""
+    return engine._fill_events(next_bar(broker, session), bar_at(session)[0])
+
+
+RESTART_ORDERS = (
+    order("firm-a"), order("firm-b", "MSFT", Side.SELL, 50),  # day 1, filled on day 2
+    order("firm-c", "IBM", Side.BUY, 10), order("firm-d", "AAPL", Side.SELL, 40),  # day 2, filled on day 3
+)  # fmt: skip
+
+
+def test_restart_rebuilds_the_order_map_from_the_wal_and_sends_only_what_ib_never_got(tmp_path):
+    from firm.journal import read_jsonl, read_order_log
+
+    a, b, c, d = RESTART_ORDERS
+    # the clean run
+    clean_gw = Gateway()
+    try:
+        broker = make_broker(clean_gw)
+        wal = OrderLog(tmp_path / "clean.wal.jsonl", fsync=False)
+        engine = ExecutionEngine(broker, wal)
+        log_and_submit(broker, wal, a, b)
+        book_bar(broker, engine, "2012-01-04")
+        log_and_submit(broker, wal, c, d)
+        book_bar(broker, engine, "2012-01-05")
+        clean_book, clean_at_ib = broker.book.positions, positions_at_ib(clean_gw)
+        broker.close()
+    finally:
+        clean_gw.stop()
+
+    gw = Gateway()
+    try:
+        path = tmp_path / "orders.wal.jsonl"
+        broker = make_broker(gw)
+        wal = OrderLog(path, fsync=False)
+        engine = ExecutionEngine(broker, wal)
+        log_and_submit(broker, wal, a, b)
+        book_bar(broker, engine, "2012-01-04")
+        log_and_submit(broker, wal, c, d, send=1)  # c reaches IB; the actor dies before d does
+        broker.market_time(bar_at("2012-01-04")[0])  # (c acknowledged)
+        broker.close()
+        wal.close()
+        with open(path, "a") as f:
+            f.write('{"kind":"fill","order_ref":"firm-c","price":"3')  # a record the dying process tore
+
+        # the restarted actor: the WAL without its torn line, the order map and book from it, then IB
+        wal = OrderLog(path, fsync=False)
+        assert wal.torn.startswith('{"kind":"fill"')
+        records = read_order_log(path)
+        assert [r["order_ref"] for r in records if r["kind"] == "order"] == ["firm-a", "firm-b", "firm-c", "firm-d"]
+        ib_cfg = broker.cfg
+        broker = IBBroker(SYMBOLS, 1_000_000.0, COSTS, ib_cfg, endpoint(ib_cfg, "ib-paper", env={}), seed=1, connect=False)
+        broker.restore(records)
+        assert broker.book.positions == [100, -50, 0]  # the WAL's fills
+        broker.connect()
+        rec = broker.reconciliations[-1]
+        assert rec.filled == ["firm-a", "firm-b"] and rec.live == ["firm-c"] and rec.resend == ["firm-d"]
+        engine = ExecutionEngine(broker, wal, recovered=records)
+        engine._logged_fills = {"firm-a": 1, "firm-b": 1}  # (what _resume derives from the records)
+        engine._executions = dict(engine._logged_fills)
+        for o in (c, d):  # the engine commits the row again: both adopted, neither sent again
+            broker.submit(o)
+        with pytest.raises(DuplicateOrder):
+            broker.submit(c)
+        fills = book_bar(broker, engine, "2012-01-05")
+        assert sorted((f.order_ref, f.quantity) for f in fills) == [("firm-c", 10), ("firm-d", 40)]
+        assert next_bar(broker, "2012-01-06") == []  # nothing booked twice
+        assert sent_once(gw, [o.order_ref for o in RESTART_ORDERS])  # zero duplicated
+        assert broker.order_states() == dict.fromkeys([o.order_ref for o in RESTART_ORDERS], "filled")  # zero lost
+        assert broker.book.positions == clean_book == [60, -50, 10]
+        assert positions_at_ib(gw) == clean_at_ib
+        wal.close()
+        assert read_jsonl(path) == read_jsonl(tmp_path / "clean.wal.jsonl")  # the same log, torn line gone
+        broker.close()
+    finally:
+        gw.stop()
+
+
+def clean_positions(*orders: OrderEvent) -> tuple[list[int], dict[str, float]]:
+    """Book and IB positions after ``orders`` are sent on 2012-01-03 and filled on the next bar, no fault."""
+    g = Gateway()
+    try:
+        broker = make_broker(g)
+        for o in orders:
+            broker.submit(o)
+        next_bar(broker, "2012-01-04")
+        until(lambda: broker.ib_positions() == positions_at_ib(g), "IB's positions pushed")
+        out = broker.book.positions, positions_at_ib(g)
+        broker.close()
+        return out
+    finally:
+        g.stop()
+
+
+def test_1101_data_lost_resyncs_state_before_sending_again(gw):
+    a, b = order("firm-1101a"), order("firm-1101b", "MSFT", Side.SELL, 50)
+    broker = make_broker(gw)
+    try:
+        broker.submit(a)
+        broker.market_time(bar_at("2012-01-03")[0])  # acknowledged
+        asked = lambda: gw.call(lambda: gw.sim.sessions[1].requests.count("reqCompletedOrders"))  # noqa: E731
+        before, reconciled = asked(), len(broker.reconciliations)
+        gw.call(gw.sim.connectivity_lost)
+        gw.call(gw.sim.connectivity_restored, False)  # 1101: restored, data lost
+        broker.submit(b)  # decided while the view is rebuilt: held or resent, sent once either way
+        until(lambda: len(broker.reconciliations) > reconciled and broker.is_ready(), "resynced after 1101")
+        assert asked() == before + 1  # open orders, completed orders and executions asked again
+        rec = broker.reconciliations[-1]
+        assert "firm-1101a" in rec.live and "firm-1101a" not in rec.resend
+        assert [code for _, code, _ in broker.errors][-2:] == [1100, 1101]
+        fills = next_bar(broker, "2012-01-04")
+        assert sorted((f.order_ref, f.quantity) for f in fills) == [("firm-1101a", 100), ("firm-1101b", -50)]
+        assert sent_once(gw, ["firm-1101a", "firm-1101b"])  # zero duplicated
+        assert broker.order_states() == {"firm-1101a": "filled", "firm-1101b": "filled"}  # zero lost
+        until(lambda: broker.ib_positions() == positions_at_ib(gw), "IB's positions pushed")
+        assert (broker.book.positions, positions_at_ib(gw)) == clean_positions(a, b)
+    finally:
+        broker.close()
+
+
+def test_fill_after_the_cancel_request_is_booked_once(gw):
+    a = order("firm-late")
+    broker = make_broker(gw)
+    try:
+        broker.submit(a)
+        broker.market_time(bar_at("2012-01-03")[0])  # acknowledged, working
+        gw.call(gw.sim.fault_fill_after_cancel)
+        assert broker.cancel_all() == []  # the cancel lost the race: 10148, the order filled
+        assert broker.order_states() == {"firm-late": "filled"}
+        assert any(code == 10148 for _, code, _ in broker.errors)
+        fills = next_bar(broker, "2012-01-04")
+        _, _, closes = bar_at("2012-01-03")
+        assert [(f.order_ref, f.quantity, f.price) for f in fills] == [("firm-late", 100, round(float(closes[0]), 4))]
+        assert next_bar(broker, "2012-01-05") == []  # booked once
+        assert broker.book.pending == [] and sent_once(gw, ["firm-late"])
+        until(lambda: broker.ib_positions() == positions_at_ib(gw), "IB's positions pushed")
+        assert (broker.book.positions, positions_at_ib(gw)) == clean_positions(a)
+    finally:
+        broker.close()
+
+
+def test_exec_details_without_order_status_fills_the_order(gw):
+    a, b = order("firm-nostat"), order("firm-stat", "IBM", Side.BUY, 10)
+    said: list[str] = []
+    gw.sim.on_log = said.append
+    broker = make_broker(gw)
+    try:
+        broker.submit(a)
+        broker.market_time(bar_at("2012-01-03")[0])
+        gw.call(gw.sim.fault_exec_without_status)  # the first fill of the next bar: no orderStatus, no openOrder
+        broker.submit(b)
+        fills = next_bar(broker, "2012-01-04")
+        assert sorted((f.order_ref, f.quantity) for f in fills) == [("firm-nostat", 100), ("firm-stat", 10)]
+        assert broker.order_states() == {"firm-nostat": "filled", "firm-stat": "filled"}  # the executions are facts
+        nostat_id = gw.orders_with_ref("firm-nostat")[0].order.orderId
+        assert f"fault: execDetails of order {nostat_id} without orderStatus" in said
+        # a reconnect replays the executions (reqExecutions): counted once
+        reconciled = len(broker.reconciliations)
+        gw.call(gw.sim.drop, None)
+        until(lambda: len(broker.reconciliations) > reconciled and broker.is_ready(), "reconnected")
+        assert broker.reconciliations[-1].new_executions == 0
+        assert next_bar(broker, "2012-01-05") == []
+        assert sent_once(gw, ["firm-nostat", "firm-stat"])
+        until(lambda: broker.ib_positions() == positions_at_ib(gw), "IB's positions pushed")
+        assert (broker.book.positions, positions_at_ib(gw)) == clean_positions(a, b)
+    finally:
+        broker.close()
