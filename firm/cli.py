@@ -19,6 +19,10 @@ def _overrides(args: argparse.Namespace) -> dict:
         out["run.batch"] = args.batch
     if getattr(args, "seed", None) is not None:
         out["run.seed"] = args.seed
+    if getattr(args, "feed", None) is not None:
+        out["live.feed"] = args.feed
+    if getattr(args, "sessions", None) is not None:
+        out["live.sessions"] = args.sessions
     return out
 
 
@@ -27,6 +31,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, _overrides(args))
     cfg, broker = _broker_setup(cfg, args)
+    if cfg.live.feed == "ib":
+        from firm.live import run_live
+
+        print(
+            f"firm: live on IB daily bars of {', '.join(cfg.data.symbols)}; agents: "
+            f"{', '.join(sorted(cfg.enabled_agents()))}; seed {cfg.run.seed}, {broker}; "
+            + (f"{cfg.live.sessions} session(s)" if cfg.live.sessions else "until Ctrl-C"),
+            file=sys.stderr,
+            flush=True,
+        )
+        result = run_live(cfg, config_name=Path(args.config).stem, address=args.address, progress=not args.quiet)
+        print(result.stats.render() if result.stats.rows else "firm: no live session was traded")
+        return 0
     print(
         f"firm: replaying {', '.join(cfg.data.symbols)} {cfg.data.start}..{cfg.data.end} from the "
         f"{cfg.data.source} data source; agents: {', '.join(sorted(cfg.enabled_agents()))}; "
@@ -211,6 +228,8 @@ def cmd_stress(args: argparse.Namespace) -> int:
 
     from risk import stress
 
+    if args.submit is not None:
+        return _submit_stress(args)
     cfg = load_config(args.config)
     try:
         scenarios = stress.select(args.scenarios)
@@ -241,6 +260,8 @@ def cmd_stress(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         results, plan = stress_tasks.run(jobs, mode="auto")
         execution = plan.as_dict()
+        execution["cluster"] = _cluster_of_driver()
+        _record_var(results, Path(args.config).stem, name)
     execution["seconds"] = round(time.perf_counter() - t0, 3)
     report = stress.report_dict(pf, results, execution)
     out = Path(args.out) if args.out else Path(cfg.run.output_dir) / "stress" / name
@@ -254,7 +275,135 @@ def cmd_stress(args: argparse.Namespace) -> int:
         f"ran: {execution['mode']} ({execution.get('reason', '')}) in {execution['seconds']:.2f} s\n"
         f"report: {out / 'stress.json'}, {out / 'stress.md'}"
     )
+    if args.report_stdout:
+        from firm.jobs import report_block
+
+        print(report_block(report), flush=True)
     return 0
+
+
+def _cluster_of_driver() -> dict:
+    """The Ray cluster this process is connected to: GCS address, live nodes and CPUs (for the report)."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    return {"address": ray.get_runtime_context().gcs_address, "nodes": len(alive),
+            "cpus": int(sum(n.get("Resources", {}).get("CPU", 0) for n in alive))}
+
+
+def _submit_stress(args: argparse.Namespace) -> int:
+    """``firm stress --submit``: the same stress test as a Ray job on the cluster behind the Jobs API; streams
+    its logs, writes the report it sends back under --out, exit 1 if the job failed."""
+    import json
+
+    import ray.exceptions
+
+    from firm import jobs
+    from risk import stress
+
+    forwarded = ["--config", args.config]
+    for flag, value in (("--portfolio", args.portfolio), ("--run-dir", args.run_dir), ("--scenarios", args.scenarios)):
+        if value:
+            forwarded += [flag, value]
+    if args.local:
+        forwarded.append("--local")
+    address = jobs.jobs_address(args.submit or None)
+    print(f"firm: submitting `{jobs.stress_entrypoint(forwarded, args.python)}` to the Ray Jobs API at {address}",
+          file=sys.stderr, flush=True)
+    in_report = False
+
+    def show(line: str) -> None:
+        nonlocal in_report
+        if line == jobs.REPORT_BEGIN or line == jobs.REPORT_END:
+            in_report = line == jobs.REPORT_BEGIN
+        elif not in_report:
+            print(line, flush=True)
+
+    try:
+        job = jobs.run_stress_job(forwarded, address, python=args.python, on_log=show)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as err:
+        raise ConfigError(f"stress --submit: Ray Jobs API at {address}: {err}") from None
+    if job.report is not None:
+        try:
+            output_dir = load_config(args.config).run.output_dir
+        except ConfigError:  # the config is the head's path; it need not exist here
+            output_dir = "runs"
+        out = Path(args.out) if args.out else Path(output_dir) / "stress" / f"job-{job.job_id}"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "stress.json").write_text(json.dumps(job.report, indent=2, sort_keys=True, default=str) + "\n")
+        (out / "stress.md").write_text(stress.markdown(job.report))
+        print(f"firm: Ray job {job.job_id} {job.status}; report: {out / 'stress.json'}, {out / 'stress.md'}")
+    if not job.succeeded:
+        print(f"firm: Ray job {job.job_id} {job.status}: {job.message.splitlines()[0] if job.message else ''}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _record_var(results, config_name: str, book: str) -> None:
+    """firm_var_dollars on Ray's metrics port: the book's 1-day 99% delta-normal VaR, unstressed and per VaR
+    scenario (the only VaR firm computes; a run does not)."""
+    from firm.metrics import record_var
+
+    var = {r.name: r.details["var_stressed"] for r in results if "var_stressed" in r.details}
+    unstressed = [r.details["var_unstressed"] for r in results if "var_unstressed" in r.details]
+    if unstressed:
+        record_var(config_name, book, {"unstressed": unstressed[0], **var})
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from firm.status import ClusterUnreachable, collect, render, resolve_address
+
+    cfg = load_config(args.config)
+    namespace = args.namespace or cfg.ray.namespace
+    address = resolve_address(args.address, cfg.ray.address)
+    try:
+        status = collect(address, namespace, all_instances=args.all)
+    except ClusterUnreachable as err:
+        print(f"firm: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        import dataclasses
+        import json
+
+        print(json.dumps(dataclasses.asdict(status), indent=2, sort_keys=True))
+    else:
+        print(render(status))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Remove the finished (or abandoned) CIO a run left on the cluster; a running one is refused."""
+    import os
+
+    import ray
+
+    from firm.pipeline import replace_finished_cio
+
+    cfg = load_config(args.config)
+    address = args.address or cfg.ray.address or os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        ray.init(address=address, namespace=cfg.ray.namespace, logging_level="WARNING", log_to_driver=False)
+    except ConnectionError as err:
+        print(f"firm: stop: no Ray cluster at {address}: {err}", file=sys.stderr)
+        return 2
+    try:
+        try:
+            st = ray.get(ray.get_actor(cfg.cio.name).status.remote(), timeout=30)
+        except ValueError:
+            print(f"no CIO named {cfg.cio.name!r} in namespace {cfg.ray.namespace!r}: nothing to stop")
+            return 0
+        except Exception as err:  # a CIO that cannot say what it is doing is not running a run of ours
+            st = {"state": f"unreadable ({type(err).__name__})", "config": "?", "run_dir": "?"}
+        try:
+            replace_finished_cio(cfg.cio.name, cfg.ray.namespace)
+        except RuntimeError as err:
+            print(f"firm: stop refused: {err}", file=sys.stderr)
+            return 2
+        print(f"removed the {st['state']} CIO {cfg.cio.name!r} of run {st.get('run_dir')} (config {st.get('config')!r})")
+        return 0
+    finally:
+        ray.shutdown()
 
 
 def cmd_ibsim(args: argparse.Namespace) -> int:
@@ -349,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  firm kill-switch status                is the kill switch engaged, by whom, why\n"
         "  firm stress --portfolio book.csv       historical and hypothetical stress scenarios of a book\n"
         "  firm ibsim --start 2012-01-03          a fake IB gateway on 127.0.0.1:4002 replaying real bars\n"
+        "  firm status --address 10.0.0.5:6379    firm's actors (alive, restarting, dead) and the nodes\n"
         "Each run writes journal.jsonl, orders.wal.jsonl, quarantine.jsonl, equity.csv and summary.json\n"
         "to its run directory under run.output_dir (printed at the end).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -375,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow live trading (ib-live): also needs LIVE typed on a terminal or FIRM_CONFIRM_LIVE=yes",
     )  # fmt: skip
     p.add_argument("--replay-control", default=None, help="HOST:PORT of a fake gateway's replay clock (rehearsals)")
+    p.add_argument(
+        "--feed", choices=("replay", "ib"), default=None,
+        help="replay: the config's data (default: live.feed); ib: trade live on IB's daily bars (warm-up from "
+        "reqHistoricalData, then each session after its close)",
+    )  # fmt: skip
+    p.add_argument("--sessions", type=int, default=None, help="with --feed ib: stop after N live sessions (default: Ctrl-C)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -448,9 +604,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenarios", default=None, help="comma-separated scenario names, or worst_<N>d scans (default: all eight)"
     )
-    p.add_argument("--address", default=None, help="Ray cluster to join (host:port or 'auto'); default: a local Ray")
+    p.add_argument("--address", default=None, help="Ray cluster to join (host:port or 'auto'); default: RAY_ADDRESS or a local Ray")
     p.add_argument("--local", action="store_true", help="evaluate in this process, without Ray")
     p.add_argument("--out", default=None, help="output directory (default: <run.output_dir>/stress/<book name>)")
+    p.add_argument(
+        "--submit", nargs="?", const="", default=None, metavar="JOBS_API",
+        help="run it as a Ray job on a cluster through its Jobs API (default: RAY_API_SERVER_ADDRESS or "
+        "http://127.0.0.1:8265, the dashboard forwarded by `ray dashboard cluster.yaml`); --config, "
+        "--portfolio and --run-dir are paths on the head; the report comes back under --out "
+        "(default <run.output_dir>/stress/job-<id>)",
+    )
+    p.add_argument("--python", default=None, help="with --submit: the interpreter on the head that runs firm "
+                   "(default: the `firm` on the head's PATH, the venv the cluster's start commands activate)")
+    p.add_argument("--report-stdout", action="store_true",
+                   help="also print the JSON report on stdout between two marker lines (how a Ray job sends it back)")
     p.set_defaults(func=cmd_stress)
 
     p = sub.add_parser(
@@ -477,6 +644,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--replay-control HOST:PORT` keeps the fake's market in step with the run; use with --bar-interval 0",
     )
     p.set_defaults(func=cmd_ibsim)
+
+    p = sub.add_parser(
+        "status",
+        help="health of firm's actors (alive, restarting, dead) and the cluster's nodes",
+        description="List every firm actor in firm's namespace (agents, CIO, risk, compliance, execution, the bars "
+        "archive) with its state, node, restarts and pid, and the cluster's nodes with their resources, from Ray's "
+        "state API. Exit code 2 if no cluster is reachable.",
+    )
+    p.add_argument("--address", default=None, help="Ray cluster (host:port or 'auto'); default: RAY_ADDRESS, ray.address, 'auto'")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config whose ray.namespace is listed (default: {DEFAULT_CONFIG})")
+    p.add_argument("--namespace", default=None, help="Ray namespace to list (default: ray.namespace of the config)")
+    p.add_argument("--all", action="store_true", help="every instance Ray remembers, also dead ones of earlier runs")
+    p.add_argument("--json", action="store_true", help="print the nodes and actors as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "stop",
+        help="remove the finished CIO a run left on the cluster (a running run is refused)",
+        description="After a run on a cluster its CIO stays, finished, so that notebooks can attach to it "
+        "(firm.attach); the next run replaces it. This removes it now. A CIO whose run is still going is left "
+        "alone (exit 2); one whose driver died is removed.",
+    )
+    p.add_argument("--address", default=None, help="Ray cluster (host:port or 'auto'); default: ray.address, RAY_ADDRESS, 'auto'")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config whose ray.namespace and cio.name are used (default: {DEFAULT_CONFIG})")
+    p.set_defaults(func=cmd_stop)
     return parser
 
 

@@ -15,7 +15,8 @@ import ray
 import yaml
 from ray.exceptions import GetTimeoutError, RayError
 
-from firm import kill_switch
+from firm import capability as cap
+from firm import kill_switch, placement
 from firm.batches import BatchResult, Bars
 from firm.config import Config
 from firm.data.market import MarketData, load_market_data
@@ -23,6 +24,7 @@ from firm.data.validate import write_quarantine
 from firm.events import Event, LateSignalEvent, MarketDataEvent, ValidatedDecisionEvent
 from firm.journal import Journal
 from firm.kill_switch import KillSwitchState
+from firm.metrics import RunMetrics
 from firm.summary import RunStats
 
 ACTOR_READY_TIMEOUT_S = 120
@@ -71,61 +73,106 @@ def start_ray(cfg: Config, address: str | None) -> float:
 class Pipeline:
     """The actors of one run, created in firm's namespace and torn down at the end."""
 
-    def __init__(self, cfg: Config, symbols: tuple[str, ...], run_dir: Path, switch: KillSwitchState | None = None):
+    def __init__(
+        self, cfg: Config, symbols: tuple[str, ...], run_dir: Path, switch: KillSwitchState | None = None,
+        config_name: str = "run",
+    ):
         from actors.cio import CIOActor
         from actors.compliance import ComplianceActor
-        from actors.execution import ExecutionActor
+        from actors.execution import ExecutionActor, actor_options
         from actors.risk import RiskActor
         from actors.signal_agent import SignalAgent
 
         self.cfg = cfg
         agents = cfg.enabled_agents()
         self.agent_names = sorted(agents)
-        try:
-            ray.get_actor(cfg.cio.name)
-        except ValueError:
-            pass
-        else:
-            raise RuntimeError(
-                f"a CIO named {cfg.cio.name!r} already runs in namespace {cfg.ray.namespace!r}; "
-                "there is one decision authority per namespace"
-            )
+        namespace = ray.get_runtime_context().namespace
+        replace_finished_cio(cfg.cio.name, namespace)
+        # The run's order capability: only this driver can drive the CIO and execution (firm/capability.py).
+        self.capability_key = cap.run_key(namespace, cfg.cio.name)
+        self.capability = cap.issue(self.capability_key)
         from actors.signal_agent import BarsArchive
         from strategies import registry
 
+        # Placement (firm/placement.py): agents spread; the decision chain and the archive on the head;
+        # execution on the node with ray.execution_resource, checked before any actor is created.
+        head = placement.head_node_id()
+        self.on_head = placement.on_node(head)  # also for the CIO
+        execution_placement = placement.execution_options(cfg.ray, head)
         # Every batch's bars, so that an agent Ray restarts (max_restarts) rebuilds its history before it speaks.
-        self.archive = BarsArchive.remote()
+        self.archive = BarsArchive.options(**self.on_head).remote()
         self.agents = [
             SignalAgent.options(
                 name=f"agent:{name}", scheduling_strategy="SPREAD", max_restarts=cfg.cio.agent_max_restarts
             ).remote(name, agents[name].params, symbols, cfg.data.calendar, self.archive, registry.get(name))
             for name in self.agent_names
         ]
-        self.risk = RiskActor.options(name="risk").remote(cfg.risk, symbols, switch)
-        self.compliance = ComplianceActor.options(name="compliance").remote(cfg.compliance)
-        self.execution = ExecutionActor.options(name="execution").remote(cfg, symbols, str(run_dir / "orders.wal.jsonl"))
+        self.risk = RiskActor.options(name="risk", **self.on_head).remote(cfg.risk, symbols, switch)
+        self.compliance = ComplianceActor.options(name="compliance", **self.on_head).remote(cfg.compliance)
+        self.execution = ExecutionActor.options(
+            name=placement.EXECUTION_NAME, **execution_placement, **actor_options(cfg)  # IB: restarted from its WAL
+        ).remote(
+            cfg, symbols, str(run_dir / "orders.wal.jsonl"), capability=self.capability
+        )
         weights = {name: agents[name].weight for name in self.agent_names}
-        self.cio = CIOActor.options(name=cfg.cio.name).remote(
+        # Detached: a finished run stays readable (firm.attach) after this driver ends, until the next run
+        # replaces it or `firm stop` removes it.
+        run_info = {"config_name": config_name, "run_dir": str(run_dir), "namespace": namespace,
+                    "data": cfg.data.model_dump(mode="json")}  # fmt: skip
+        self.cio = CIOActor.options(name=cfg.cio.name, lifetime="detached", **self.on_head).remote(
             cfg.cio, weights, symbols, self.risk, self.compliance, self.execution, cfg.risk.drawdown_tiers,
-            (cfg.risk.max_gross_exposure, cfg.risk.max_net_exposure),
+            (cfg.risk.max_gross_exposure, cfg.risk.max_net_exposure), capability=self.capability, run_info=run_info,
         )
         ray.get([a.ready.remote() for a in self.agents], timeout=ACTOR_READY_TIMEOUT_S)
 
-    def submit(self, bars: Bars) -> ray.ObjectRef:
+    def submit(self, bars: Bars, mode: str = "replay") -> ray.ObjectRef:
+        """One batch through agents -> CIO -> risk -> compliance -> execution (``mode``: CIOActor.run_batch)."""
         bars_ref = ray.put(bars)
         self.archive.add.remote(bars.offset, [bars_ref])
         signal_refs = [agent.on_bars.remote(bars_ref) for agent in self.agents]
-        return self.cio.run_batch.remote(bars_ref, self.agent_names, signal_refs)
+        if mode == "replay":
+            return self.cio.run_batch.remote(bars_ref, self.agent_names, signal_refs, capability=self.capability)
+        return self.cio.run_batch.remote(bars_ref, self.agent_names, signal_refs, mode, capability=self.capability)
 
     def shutdown(self) -> None:
+        """Close the order log and the broker connection and end the run's actors; the CIO stays, finished,
+        serving its final snapshot read-only until the next run replaces it (or `firm stop`)."""
         try:
-            ray.get(self.execution.close.remote(), timeout=30)
+            ray.get(self.execution.close.remote(capability=self.capability), timeout=30)
         except (RayError, GetTimeoutError) as err:
             # Every record was flushed when written; only the file handle is left open.
             print(f"firm: could not close the order log cleanly: {err}", file=sys.stderr)
-        for actor in (*self.agents, self.risk, self.compliance, self.execution, self.cio, self.archive):
+        try:
+            ray.get(self.cio.finish.remote(capability=self.capability), timeout=30)
+        except (RayError, GetTimeoutError) as err:
+            print(f"firm: the CIO did not take the end of the run ({err}); removing it", file=sys.stderr)
+            ray.kill(self.cio)
+        cap.release(self.capability_key)
+        for actor in (*self.agents, self.risk, self.compliance, self.execution, self.archive):
             ray.kill(actor)
-        _wait_names_released([self.cfg.cio.name, "risk", "compliance", "execution", *(f"agent:{n}" for n in self.agent_names)])
+        _wait_names_released(["risk", "compliance", "execution", *(f"agent:{n}" for n in self.agent_names)])
+
+
+def replace_finished_cio(name: str, namespace: str) -> None:
+    """Make way for a new run's CIO: a finished or abandoned one (its driver died) is removed; one whose run
+    is still going refuses the new run (one decision authority per namespace)."""
+    try:
+        old = ray.get_actor(name)
+    except ValueError:
+        return
+    try:
+        st = ray.get(old.status.remote(), timeout=30)
+    except (RayError, GetTimeoutError, AttributeError) as err:  # dead, or a CIO of another firm version
+        st = {"state": f"unreadable ({type(err).__name__})"}
+    if st["state"] == "running":
+        idle = "no batch yet" if st.get("idle_s") is None else f"last batch {st['idle_s']:.0f} s ago"
+        raise RuntimeError(
+            f"a CIO named {name!r} is still running a run in namespace {namespace!r} (config "
+            f"{st.get('config')!r}, {st.get('run_dir')}, {st.get('sessions', 0):,} sessions done, {idle}); "
+            "there is one decision authority per namespace: wait for that run or stop its driver"
+        )
+    ray.kill(old)
+    _wait_names_released([name])
 
 
 def _wait_names_released(names: list[str], timeout_s: float = 30.0) -> None:
@@ -169,11 +216,12 @@ def journal_batch(journal: Journal, bars: Bars, result: BatchResult) -> None:
     for part in result.committed:
         for k in range(part.start, part.stop):
             i = k - part.start
-            rows[k] = (part.fills[i], part.alerts[i], part.validated[i], part.orders[i])
+            drift = part.drift[i] if part.drift else []
+            rows[k] = (part.fills[i], part.alerts[i], part.validated[i], part.orders[i], drift)
     o, h, lo, c, v = (getattr(panel, f).tolist() for f in ("open", "high", "low", "close", "volume"))
     for k in range(len(bars)):
-        fills, alerts, validated, orders = rows[k]
-        events: list[Event] = list(fills)
+        fills, alerts, validated, orders, drift = rows[k]
+        events: list[Event] = [*fills, *drift]
         stamp, ts = stamps[k], closes_at[k]
         for j, symbol in enumerate(symbols):
             if c[k][j] != c[k][j]:
@@ -260,7 +308,8 @@ def run(
     symbols = data.panel.symbols
     stats = RunStats(symbols=symbols, initial_cash=cfg.broker.initial_cash, quarantined=list(data.quarantined))
     ray_start_s = start_ray(cfg, address)
-    pipeline = Pipeline(cfg, symbols, run_dir, switch)
+    pipeline = Pipeline(cfg, symbols, run_dir, switch, config_name=config_name)
+    run_metrics = RunMetrics(run_dir.name, config_name, cfg.broker.initial_cash)  # firm_* on Ray's metrics port
     journal = Journal(run_dir / "journal.jsonl")
     progress_line = Progress(len(data.panel.ts), data.n_bars, cfg.run.progress_every_s, progress)
     latencies: list[float] = []
@@ -276,6 +325,7 @@ def run(
             latencies.append(time.perf_counter() - submitted)
             journal_batch(journal, bars, result)
             stats.add(bars, result)
+            run_metrics.record(stats, result)
             rows_done += len(bars)
             if on_batch:
                 on_batch(bars, result)

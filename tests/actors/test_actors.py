@@ -52,17 +52,29 @@ def test_agent_refuses_bars_out_of_order(data):
     ray.kill(agent)
 
 
-def test_the_cio_is_a_named_singleton(data, tmp_path):
+def test_the_cio_is_a_detached_singleton_that_outlives_its_run(data, tmp_path):
     cfg, market = data
+    cfg = cfg.model_copy(update={"agents": {"momentum": cfg.agents["momentum"]}})
     pipeline = Pipeline(cfg, market.panel.symbols, tmp_path)
     try:
-        assert ray.get_actor(cfg.cio.name) is not None
-        with pytest.raises(RuntimeError, match="one decision authority"):
+        first = ray.get_actor(cfg.cio.name)
+        assert ray.get(first.status.remote())["state"] == "running"
+        with pytest.raises(RuntimeError, match="still running a run .* one decision authority"):
             Pipeline(cfg, market.panel.symbols, tmp_path / "second")
     finally:
         pipeline.shutdown()
-    with pytest.raises(ValueError):
-        ray.get_actor(cfg.cio.name)
+    assert ray.get_actor(cfg.cio.name)._actor_id == first._actor_id  # the driver's shutdown left it, finished
+    assert ray.get(first.status.remote())["state"] == "finished"
+    with pytest.raises(ray.exceptions.RayTaskError, match="run_batch refused: the run has finished"):
+        ray.get(first.run_batch.remote(None, [], [], capability=pipeline.capability))
+    (tmp_path / "second").mkdir()
+    second = Pipeline(cfg, market.panel.symbols, tmp_path / "second")  # the next run replaces it
+    try:
+        assert ray.get_actor(cfg.cio.name)._actor_id != first._actor_id
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(first.status.remote())
+    finally:
+        second.shutdown()
 
 
 @ray.remote(num_cpus=0)
@@ -96,7 +108,7 @@ def test_the_cio_decides_without_late_or_failed_agents_and_says_so(data, tmp_pat
         broken = _broken.remote()  # first, so it gets the warm worker
         refs = [momentum.on_bars.remote(bars_ref), _late.remote(mean_rev, bars_ref, 5.0), broken]
         names = ["momentum", "mean_reversion", "sentiment"]
-        result = ray.get(pipeline.cio.run_batch.remote(bars_ref, names, refs))
+        result = ray.get(pipeline.cio.run_batch.remote(bars_ref, names, refs, capability=pipeline.capability))
         assert result.late == ["mean_reversion"]
         assert "feed handler crashed" in result.failed["sentiment"]
         assert 0.45 <= result.barrier_wait_s < 3.0

@@ -18,6 +18,7 @@ import pytest
 import ray
 import ray.cloudpickle
 
+from firm import capability
 from firm.config import load_config
 from firm.data.market import load_market_data
 from firm.journal import read_jsonl
@@ -115,7 +116,9 @@ def faulty_run(tmp_path_factory):
         if end == KILL_AT:  # the doomed agent is still stuck in this batch's call: kill it, let Ray restart it
             ray.kill(ray.get_actor("agent:test_doomed"), no_restart=False)
         if end == DISABLE_AFTER:
-            ray.get(ray.get_actor(cfg.cio.name).set_agent_enabled.remote("test_sleepy", False, "operator test"))
+            token = capability.held(capability.run_key(ray.get_runtime_context().namespace, cfg.cio.name))
+            cio = ray.get_actor(cfg.cio.name)
+            ray.get(cio.set_agent_enabled.remote("test_sleepy", False, "operator test", capability=token))
         if end >= 240:  # the last batch: how the restarted agent got its history
             status.update(ray.get(ray.get_actor("agent:test_doomed").status.remote()))
 
