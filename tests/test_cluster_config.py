@@ -101,6 +101,10 @@ def test_aws_node_types():
         assert node["node_config"]["InstanceType"]
         assert node["resources"]["CPU"] >= 1
     assert types["firm.worker"]["max_workers"] <= raw["max_workers"]
+    # an image with Python >= 3.10 (firm's requires-python), not Ray's default Ubuntu 18.04 deep learning AMI
+    for node in types.values():
+        assert node["node_config"]["ImageId"].startswith("resolve:ssm:/aws/service/canonical/ubuntu/server/22.04/")
+    assert any("install -y -qq python3-venv" in c for c in raw["initialization_commands"])
 
 
 def test_lab_has_head_and_workers():
