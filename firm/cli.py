@@ -323,6 +323,9 @@ def _submit_stress(args: argparse.Namespace) -> int:
         job = jobs.run_stress_job(forwarded, address, python=args.python, on_log=show)
     except (ConnectionError, ray.exceptions.AuthenticationError) as err:
         raise ConfigError(f"stress --submit: Ray Jobs API at {address}: {err}") from None
+    except TimeoutError as err:
+        print(f"firm: {err}; it goes on (ray job logs / ray job stop)", file=sys.stderr)
+        return 1
     if job.report is not None:
         try:
             output_dir = load_config(args.config).run.output_dir

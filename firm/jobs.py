@@ -133,5 +133,8 @@ def run_stress_job(
                 for line in chunk.splitlines():
                     on_log(line)
 
-        asyncio.run(asyncio.wait_for(tail(), timeout_s))
+        try:
+            asyncio.run(asyncio.wait_for(tail(), timeout_s))
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"Ray job {job_id} still running after {timeout_s:g} s") from None
     return wait_for(job_id, timeout_s=timeout_s, client=client)

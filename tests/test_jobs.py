@@ -201,25 +201,25 @@ def test_client_api_brings_back_logs_report_and_failures(head, files, local_repo
 
 def test_firm_stress_submit(head, files, local_report):
     out = head["tmp"] / "report-submit"
-    proc = subprocess.run(
-        [str(BIN / "firm"), "stress", "--submit", head["url"], "--python", sys.executable, "--config",
-         files["config"], "--portfolio", files["book"], "--scenarios", SCENARIOS, "--out", str(out)],
-        env=head["env"], capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "lehman_2008_2009" in proc.stdout and REPORT_BEGIN not in proc.stdout  # logs shown, report filed
+    firm = [str(BIN / "firm"), "stress", "--submit", head["url"]]
+    both = {  # the good job and a bad one at once
+        "good": subprocess.Popen(firm + ["--python", sys.executable, "--config", files["config"], "--portfolio",
+                                         files["book"], "--scenarios", SCENARIOS, "--out", str(out)],
+                                 env=head["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        "bad": subprocess.Popen(firm + ["--config", files["bad"], "--portfolio", files["book"]],
+                                env=head["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+    }
+    (good_out, good_err), (bad_out, bad_err) = (p.communicate(timeout=300) for p in both.values())
+    assert both["good"].returncode == 0, good_out[-3000:] + good_err[-3000:]
+    assert "lehman_2008_2009" in good_out and REPORT_BEGIN not in good_out  # logs shown, report filed
     report = json.loads((out / "stress.json").read_text())
     _same_results(report, local_report)
     _joined_the_head(report, head)
     assert "| lehman_2008_2009 | historical | 2008-09-12..2009-03-09 |" in (out / "stress.md").read_text()
 
-    failed = subprocess.run(
-        [str(BIN / "firm"), "stress", "--submit", head["url"], "--config", files["bad"], "--portfolio", files["book"]],
-        env=head["env"], capture_output=True, text=True, timeout=300,
-    )
-    assert failed.returncode == 1
-    assert "risk.max_drawdown = 1.5" in failed.stdout  # the job's own error, streamed
-    assert "FAILED: Job entrypoint command failed with exit code 2" in failed.stderr
+    assert both["bad"].returncode == 1, bad_out[-3000:] + bad_err[-3000:]
+    assert "risk.max_drawdown = 1.5" in bad_out  # the job's own error, streamed
+    assert "FAILED: Job entrypoint command failed with exit code 2" in bad_err
 
 
 def test_strangers_are_refused(head, files):
