@@ -66,6 +66,8 @@ def start_ray(cfg: Config, address: str | None) -> float:
             include_dashboard=False,
             runtime_env={"env_vars": {"NUMBA_CACHE_DIR": cache}},
         )
+        if cfg.ray.execution_resource:  # one machine: it is the node that reaches the broker
+            kwargs["resources"] = {cfg.ray.execution_resource: 1}
     ray.init(**kwargs)
     return time.perf_counter() - t0
 

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 
 
-@pytest.fixture(scope="session")
-def ray_local():
+def start_local_ray() -> None:
+    """The session's local Ray (also how a module that needed its own Ray, tests/test_multinode.py, restores it)."""
     cache = str(ROOT / ".numba_cache")
     os.environ.setdefault("NUMBA_CACHE_DIR", cache)
     ray.init(
@@ -25,6 +25,11 @@ def ray_local():
         logging_level="WARNING",
         runtime_env={"env_vars": {"NUMBA_CACHE_DIR": cache}},
     )
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    start_local_ray()
     yield
     ray.shutdown()
 
