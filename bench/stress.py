@@ -104,7 +104,7 @@ def main() -> None:
     print(f"prepared {len(heavy_jobs) + len(light_jobs)} jobs in {time.perf_counter() - t0:.2f} s (not timed below); "
           f"{os.cpu_count()} cores, Ray with {args.cpus} CPUs, worker niceness {args.niceness}; "
           f"load average {os.getloadavg()[0]:.1f}")
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING",
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": {"NUMBA_CACHE_DIR": cache}})
     try:
         bench("heavy", heavy_jobs, args.repeat)

@@ -58,7 +58,7 @@ def cpu() -> float:
 def cold_and_cached(n_starts: int = 3) -> None:
     """Fresh Ray workers (max_calls=1: a new process per call) on an empty, then warm, NUMBA_CACHE_DIR."""
     cache = tempfile.mkdtemp(prefix="numba-cache-")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": {"NUMBA_CACHE_DIR": cache}})
 
     @ray.remote(num_cpus=1, max_calls=1)
@@ -152,7 +152,7 @@ def main() -> None:
     # Ray tasks: the same result whatever the split, and what the fan-out costs
     from actors.var import monte_carlo as ray_monte_carlo
 
-    ray.init(num_cpus=cores, include_dashboard=False, logging_level="WARNING",
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": {"NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"]}})
     try:
         local = V.monte_carlo(BOOK, mu, cov, n_paths=n)

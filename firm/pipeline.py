@@ -59,9 +59,11 @@ def start_ray(cfg: Config, address: str | None) -> float:
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(address=address, namespace=cfg.ray.namespace, configure_logging=True, logging_level="WARNING")
     if address is None:
+        # A private Ray of this process, even where `ray start` runs (joining one takes --address auto).
         # One machine: the workers share one numba cache, so each kernel compiles once, not per actor.
         cache = os.environ.get("NUMBA_CACHE_DIR", str(Path(".numba_cache").resolve()))
         kwargs.update(
+            address="local",
             num_cpus=cfg.ray.num_cpus,
             include_dashboard=False,
             runtime_env={"env_vars": {"NUMBA_CACHE_DIR": cache}},

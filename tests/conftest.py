@@ -19,6 +19,7 @@ def start_local_ray() -> None:
     cache = str(ROOT / ".numba_cache")
     os.environ.setdefault("NUMBA_CACHE_DIR", cache)
     ray.init(
+        address="local",  # never a cluster another process started on this machine
         num_cpus=2,
         include_dashboard=False,
         namespace="firm-test",
