@@ -655,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
         "archive) with its state, node, restarts and pid, and the cluster's nodes with their resources, from Ray's "
         "state API. Exit code 2 if no cluster is reachable.",
     )
-    p.add_argument("--address", default=None, help="Ray cluster (host:port or 'auto'); default: RAY_ADDRESS, ray.address, 'auto'")
+    p.add_argument("--address", default=None, help="Ray cluster (host:port or 'auto'); default: ray.address, RAY_ADDRESS, 'auto'")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config whose ray.namespace is listed (default: {DEFAULT_CONFIG})")
     p.add_argument("--namespace", default=None, help="Ray namespace to list (default: ray.namespace of the config)")
     p.add_argument("--all", action="store_true", help="every instance Ray remembers, also dead ones of earlier runs")

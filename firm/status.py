@@ -54,8 +54,9 @@ class Status:
 
 
 def resolve_address(address: str | None, configured: str | None = None) -> str:
-    """``--address``, else ``RAY_ADDRESS``, else the config's ``ray.address``, else the local cluster ('auto')."""
-    return address or os.environ.get("RAY_ADDRESS") or configured or "auto"
+    """``--address``, else the config's ``ray.address``, else ``RAY_ADDRESS``, else the local cluster ('auto'):
+    the order ``firm run`` joins a cluster in."""
+    return address or configured or os.environ.get("RAY_ADDRESS") or "auto"
 
 
 def bootstrap_address(address: str) -> str:
