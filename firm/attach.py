@@ -105,7 +105,8 @@ class FirmView:
 
     def stress(self, scenarios: str | list[str] | None = None, mode: str = "ray") -> pd.DataFrame:
         """The firm's stress scenarios (``risk/stress.py``; all by default) on the book this view reads,
-        valued at the last committed session, run as Ray tasks on the cluster (``actors/stress.py``)."""
+        valued at the last committed session, run as Ray tasks on the cluster (``actors/stress.py``; ``mode``
+        "auto" lets it run them here when that is faster). ``attrs``: how it ran, the valuation date, equity."""
         from actors import stress as stress_tasks
         from firm.config import DataConfig
         from firm.data.source import make_source
@@ -122,8 +123,10 @@ class FirmView:
         pf = stress.build_portfolio(held, 0.0, as_of, history, f"book of CIO {self.name!r}")
         pf = stress.build_portfolio(held, book["totals"]["equity"] - pf.net, as_of, history, pf.origin)
         jobs = [stress.prepare(s, pf, history) for s in stress.select(scenarios)]
-        results, _ = stress_tasks.run(jobs, mode=mode)
+        results, plan = stress_tasks.run(jobs, mode=mode)
         rows = [{"scenario": r.name, "kind": r.kind, "pnl": r.pnl, "pnl_pct": r.pnl_pct, "max_drawdown": r.max_drawdown,
                  "worst_instrument": r.worst_instrument, "window": "..".join(r.window) if r.window else ""}
                 for r in results]  # fmt: skip
-        return pd.DataFrame(rows).set_index("scenario")
+        report = pd.DataFrame(rows).set_index("scenario")
+        report.attrs.update(plan=plan.as_dict(), as_of=as_of, equity=pf.equity)
+        return report
