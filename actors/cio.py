@@ -38,7 +38,7 @@ class CIOActor:
     def __init__(
         self, cfg: CIOConfig, weights: dict[str, float], symbols: tuple[str, ...], risk, compliance, execution,
         drawdown_tiers=(), exposure_limits: tuple[float, float] | None = None,
-        *, capability: str, run_info: dict | None = None,
+        *, capability: str | None = None, run_info: dict | None = None,
     ):
         self._capability = capability
         self.cfg = cfg

@@ -34,7 +34,7 @@ class ExecutionActor:
     rebuilds the order map, reconciles it with IB before sending anything, and resumes the ``execute``
     it died in (Ray retries it). The simulated broker's state lives only here: it is not restarted."""
 
-    def __init__(self, cfg: Config, symbols: tuple[str, ...], wal_path: str, *, capability: str):
+    def __init__(self, cfg: Config, symbols: tuple[str, ...], wal_path: str, *, capability: str | None = None):
         self._capability = capability  # the run's order capability (firm.capability): execute, open_bar, close
         with warnings.catch_warnings():  # Ray 2.60 warns about an API it uses inside this property
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -50,8 +50,11 @@ def release(key: str) -> None:
     _held.pop(key, None)
 
 
-def check(presented: str | None, expected: str, what: str) -> None:
-    """Raise CapabilityError unless ``presented`` is the run's token (compared in constant time)."""
+def check(presented: str | None, expected: str | None, what: str) -> None:
+    """Raise CapabilityError unless ``presented`` is the run's token (compared in constant time). An actor
+    created without a token (``expected`` None) refuses every such call."""
+    if expected is None:
+        raise CapabilityError(f"{what} refused: this actor was created without a run's order capability")
     if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise CapabilityError(
             f"{what} refused: the call did not present the run's order capability. Only the driver that "

@@ -183,6 +183,22 @@ def head(tmp_path_factory):
         h.stop()
 
 
+def test_the_capability_is_checked_in_constant_time_and_never_optional():
+    from firm import capability
+
+    key = capability.run_key("ns-test", "cio-test")
+    token = capability.issue(key)
+    assert capability.held(key) == token and len(token) == 64 and token != capability.issue("other/cio")
+    capability.check(token, token, "call")
+    for presented, expected in ((None, token), ("0" * 64, token), (token[:-1], token), (token, None), (7, token)):
+        with pytest.raises(capability.CapabilityError, match="call refused"):
+            capability.check(presented, expected, "call")
+    capability.release(key)
+    assert capability.held(key) is None
+    capability.check_broker_owner("IB")  # this test process is a driver of its own: allowed
+    assert not capability.is_read_only()
+
+
 def test_attached_view_reads_and_cannot_trade(head, tmp_path):
     driver = _script(head, "drive", head.address, str(tmp_path / "runs"), "pause", stdin=subprocess.PIPE)
     try:
