@@ -15,6 +15,7 @@ after its cluster is gone.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections import Counter
 from datetime import datetime
@@ -27,7 +28,7 @@ from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
 from firm import placement
-from firm.config import load_config
+from firm.config import ConfigError, load_config
 from firm.journal import read_jsonl
 from firm.pipeline import run
 from tests.conftest import DEFAULT_CONFIG, ROOT, start_local_ray
@@ -58,7 +59,11 @@ def cluster(tmp_path_factory):
     restore = ray.is_initialized()
     ray.shutdown()
     cache = os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})
+    # The dashboard serves Ray's state API (where each actor runs); on a free port, not another Ray's 8265.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_port": port})
     try:
         ray.init(address=c.address, namespace=NAMESPACE, logging_level="WARNING",
                  runtime_env={"env_vars": {"NUMBA_CACHE_DIR": cache}})
@@ -137,7 +142,25 @@ def runs(cluster, tmp_path_factory):
 
     got["killed"] = run(three, config_name="killed", progress=False, on_batch=kill_batch)
     got["kill_batches"] = batches_seen
+
+    # The gateway's unit held by someone else (another namespace's execution actor, say): refused, not pending.
+    holder = _Holder.options(resources={"ib_gateway": 1}).remote()
+    ray.get(holder.ready.remote())
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("ib_gateway", 0.0) >= 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        placement.execution_options(three.ray, head, wait_s=1.0)
+    except placement.PlacementError as err:
+        got["held"] = str(err)
+    ray.kill(holder)
     return got
+
+
+@ray.remote(num_cpus=0)
+class _Holder:
+    def ready(self) -> bool:
+        return True
 
 
 def test_missing_execution_resource_is_refused_naming_the_key(runs):
@@ -160,6 +183,15 @@ def test_agents_spread_over_nodes_and_the_chain_is_placed(runs):
 def test_a_second_execution_actor_is_refused(runs):
     assert "'execution' already runs" in runs["second_refused"]
     assert "execution" in runs["second_name_taken"]
+    held = runs["held"]
+    assert "ray.execution_resource = 'ib_gateway'" in held and "every unit is held" in held
+
+
+def test_execution_resource_must_be_a_custom_resource():
+    for bad in ("CPU", "node:__internal_head__"):
+        with pytest.raises(ConfigError, match=r"ray\.execution_resource"):
+            load_config(DEFAULT_CONFIG, {"ray.execution_resource": bad})
+    assert load_config(DEFAULT_CONFIG).ray.execution_resource is None
 
 
 def test_order_log_is_identical_to_the_one_node_run(runs):
