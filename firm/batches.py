@@ -74,6 +74,7 @@ class Proposal:
     book: Book  # authoritative book before row ``start``
     decisions: list[list[DecisionEvent]]  # index k is row start + k
     fingerprints: list[tuple]  # CIO's book fingerprint at each row's decision time
+    opened: bool = False  # live: ``book`` already has row ``start``'s fills and marks (the broker's, re-based)
 
 
 @dataclass
@@ -101,6 +102,16 @@ class Committed:
     fills: list[list[FillEvent]]
     equity: list[float]
     book: Book  # after row stop - 1
+    drift: list[list[Event]] = field(default_factory=list)  # live: per row, where the broker's book left the projection
+
+
+@dataclass
+class Opened:
+    """Execution -> CIO, live: a session's fills taken from the broker before the CIO decides it."""
+
+    book: Book  # the broker's book after the fills, marked to the session's close
+    fills: list[FillEvent]
+    drift: list[Event]  # a ProjectionDriftEvent where the broker's book differs from the projection
 
 
 @dataclass

@@ -528,9 +528,14 @@ class Allocator:
         signals: list[SignalBatch],
         late: tuple[str, ...],
         exits_only: bool = False,
+        opened: bool = False,
+        observe: bool = False,
     ) -> Proposal:
         """Decide rows ``start..n`` of ``bars``, projecting ``book`` (and the position state) as if every
-        decision were filled. ``exits_only``: a required agent is missing, only exit rules decide."""
+        decision were filled. ``exits_only``: a required agent is missing, only exit rules decide.
+        ``opened`` (live): ``book`` is the broker's after row ``start``'s fills, marked to its close, so that
+        row is decided on it as it is, re-based, not on a projection of the fills. ``observe`` (live warm-up):
+        the rows advance the market and position state but decide nothing."""
         inputs = self.prepare(bars, signals)
         projected = book.copy()
         pos = self.positions.copy()
@@ -538,11 +543,12 @@ class Allocator:
         decisions, fingerprints = [], []
         panel = bars.panel
         for k in range(start, len(bars)):
-            projected.fill_at_open(panel.open[k])
-            projected.mark(panel.close[k])
+            if not (opened and k == start):
+                projected.fill_at_open(panel.open[k])
+                projected.mark(panel.close[k])
             pos.update(projected, panel.close[k].tolist())
             fingerprints.append(projected.fingerprint())
-            row_decisions = self.decide_row(
+            row_decisions = [] if observe else self.decide_row(
                 bars, k, bars.offset + k, inputs[k], late, projected, pos, exits_only
             )
             for d in row_decisions:
@@ -550,7 +556,9 @@ class Allocator:
             decisions.append(row_decisions)
             snaps.append(pos.copy())
         self._snapshots = (start, snaps)
-        return Proposal(offset=bars.offset, start=start, book=book, decisions=decisions, fingerprints=fingerprints)
+        return Proposal(
+            offset=bars.offset, start=start, book=book, decisions=decisions, fingerprints=fingerprints, opened=opened
+        )
 
 
 def _split(held: int, target: int) -> tuple[int, int]:

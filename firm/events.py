@@ -158,6 +158,22 @@ class KillSwitchEvent(Event):
     cancelled: tuple[str, ...] = ()  # order_refs of the working orders it cancels
 
 
+class ProjectionDriftEvent(Event):
+    """Live trading: after a bar's fills the broker's book differs from the CIO's projection of it (real
+    prices, commissions, partial or missing fills). Both books are given; the CIO decides the bar on the
+    broker's (``firm.execution.ExecutionEngine.open_bar``)."""
+
+    projected_cash: float
+    actual_cash: float
+    projected_equity: float
+    actual_equity: float
+    projected_positions: dict[str, int]
+    actual_positions: dict[str, int]
+    projected_working: dict[str, int] = Field(default_factory=dict, description="order_ref -> signed shares")
+    actual_working: dict[str, int] = Field(default_factory=dict, description="order_ref -> signed shares")
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -172,6 +188,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RequiredAgentMissingEvent,
         RiskAlertEvent,
         KillSwitchEvent,
+        ProjectionDriftEvent,
     )
 }
 

@@ -37,8 +37,9 @@ def review_risk(proposal: Proposal, bars: Bars, monitor: RiskMonitor) -> Review:
     stop = len(bars)
     stamps = closes_at = None
     for k in range(proposal.start, len(bars)):
-        book.fill_at_open(panel.open[k])
-        book.mark(panel.close[k])
+        if not (proposal.opened and k == proposal.start):  # live: the broker's book already has this row's fills
+            book.fill_at_open(panel.open[k])
+            book.mark(panel.close[k])
         if stamps is None:
             stamps, closes_at = bars.stamps, bars.closes_at
         gate, row_alerts, trip = monitor.row(bars.offset + k, book, stamps[k], closes_at[k])

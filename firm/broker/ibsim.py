@@ -799,6 +799,11 @@ class IBSim:
         if req.bar_size.strip() != "1 day":
             s.send(w.error(req.req_id, 162, f"Historical Market Data Service error message:the fake serves 1 day bars only, not {req.bar_size!r}"))
             return
+        # ADJUSTED_LAST (split- and dividend-adjusted) as IB serves it: only up to now. The replayed bars are
+        # already adjusted (the shipped data's convention), so the fake's TRADES and ADJUSTED_LAST are the same.
+        if req.what_to_show == "ADJUSTED_LAST" and req.end.strip():
+            s.send(w.error(req.req_id, 321, "Error validating request.-'bX' : cause - End date not supported with adjusted last"))
+            return
         try:
             end, start = _hist_window(req.end, req.duration, self.dates[self.bar])
         except ValueError as err:

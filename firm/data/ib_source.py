@@ -12,6 +12,17 @@ host/port/account rules as :mod:`firm.broker.endpoint`. Like :class:`firm.broker
   clean frames.
 - :meth:`IBBarSource.poll_new_bars` returns the daily bars completed (their session closed) since the
   last poll or history, validated the same way. Live mode at batch 1 calls it after each session close.
+
+Price scale (``what_to_show``). The shipped data is adjusted backwards for splits and dividends (every
+past price scaled by the adjusted close over the close); IB's ``TRADES`` bars are adjusted for splits
+only. Live runs (firm/live.py) ask for ``ADJUSTED_LAST``: IB's split- and dividend-adjusted bars, adjusted
+backwards from the latest one, whose own prices are the traded ones. So the warm-up history is on the same
+scale as the shipped data and continues without a gap into the first live bar, and each later bar is at
+the prices orders trade at. IB refuses an end date with ``ADJUSTED_LAST`` (321, "End date not supported
+with adjusted last"), so :meth:`history` asks up to now and trims to the sessions wanted. A dividend or a
+split that goes ex during a run re-scales IB's history but not the agents' (they keep what they have
+seen): :meth:`poll_new_bars` notices it, because the last bar it already had comes back at another
+price, and reports it in ``IBBars.adjustments``.
 - Pacing (:class:`firm.broker.circuit.RateLimiter`): at most ``historical_per_10min`` requests per
   10 minutes, and never two identical requests within ``historical_identical_s``. An identical
   request for a window that has already closed (an explicit ``end``) within that time is served from
@@ -48,6 +59,7 @@ log = logging.getLogger("firm.data.ib_source")
 
 PACING_VIOLATION = 162
 NO_SECURITY = 200
+REFUSED = frozenset({321})  # request refused as invalid (e.g. an end date with ADJUSTED_LAST); ib_async only warns
 BAR_SIZE = "1 day"
 
 
@@ -62,6 +74,7 @@ class IBBars:
 
     bars: dict[str, pd.DataFrame]
     quarantined: list[Quarantined] = field(default_factory=list)
+    adjustments: list[tuple[str, str, float]] = field(default_factory=list)  # (symbol, session, new / old close)
 
     def sessions(self) -> pd.DatetimeIndex:
         """Every session with a clean bar of some symbol, sorted."""
@@ -113,6 +126,7 @@ class IBBarSource(DataSource):
         self.request_timeout_s = request_timeout_s
         self.contracts: dict[str, Contract] = {}
         self.last_session: dict[str, pd.Timestamp] = {}  # per symbol: the last session delivered
+        self.last_close: dict[str, tuple[pd.Timestamp, float]] = {}  # per symbol: the last clean close delivered
         self.requests: list[tuple] = []  # every historical request sent to IB (its key)
         self.cache_hits = 0
         self.retries = 0
@@ -216,11 +230,9 @@ class IBBarSource(DataSource):
             await self._wait(self.limiter.reserve_historical(key))
             self.requests.append(key)
             seen = len(self.errors)
-            bars = await self.ib.reqHistoricalDataAsync(
-                self.contracts[sym], end, duration, BAR_SIZE, self.what_to_show, True,
-                formatDate=1, timeout=self.request_timeout_s,
-            )  # fmt: skip
-            codes = [code for rid, code, _ in self.errors[seen:] if rid == bars.reqId]
+            bars = await self._ask(sym, end, duration, seen)
+            # requests go one at a time: an error with a request id since ``seen`` is this request's
+            codes = [code for rid, code, _ in self.errors[seen:] if rid != -1]
             if PACING_VIOLATION in codes:
                 if attempt == 1:
                     self.retries += 1
@@ -231,7 +243,7 @@ class IBBarSource(DataSource):
                     f"(the second after a {self.limiter.pacing_penalty_s:g} s penalty): {key}"
                 )
             if codes:
-                msgs = "; ".join(f"{c} {m}" for rid, c, m in self.errors[seen:] if rid == bars.reqId)
+                msgs = "; ".join(f"{c} {m}" for rid, c, m in self.errors[seen:] if rid != -1)
                 raise HistoricalDataError(f"IB historical request for {sym} failed: {msgs}")
             if bars is None or (not bars and not self.ib.isConnected()):
                 raise HistoricalDataError(f"IB historical request for {sym} got no answer (connected: {self.ib.isConnected()})")
@@ -239,6 +251,20 @@ class IBBarSource(DataSource):
             self._cache[key] = (self.clock(), frame)
             return frame.copy()
         raise AssertionError("unreachable")
+
+    async def _ask(self, sym: str, end: str, duration: str, seen: int):
+        """reqHistoricalData; ib_async takes IB's refusal of a request as invalid (321) for a warning and would wait
+        out its timeout: such a refusal ends the wait (None)."""
+        task = asyncio.ensure_future(self.ib.reqHistoricalDataAsync(
+            self.contracts[sym], end, duration, BAR_SIZE, self.what_to_show, True,
+            formatDate=1, timeout=self.request_timeout_s,
+        ))  # fmt: skip
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.05)
+            if not task.done() and any(rid != -1 and code in REFUSED for rid, code, _ in self.errors[seen:]):
+                task.cancel()
+                return None
+        return task.result()
 
     @staticmethod
     def _frame(bars) -> pd.DataFrame:
@@ -261,18 +287,39 @@ class IBBarSource(DataSource):
     # public -------------------------------------------------------------------------------------------
 
     def history(self, symbols: tuple[str, ...] | list[str] | None, end, sessions: int) -> IBBars:
-        """The last ``sessions`` sessions of the calendar up to ``end`` (inclusive; a date), validated."""
+        """The last ``sessions`` sessions of the calendar up to ``end`` (inclusive; a date; None: the last
+        session whose close has passed), validated. ``ADJUSTED_LAST`` is asked up to now (IB allows no end
+        date with it) and trimmed."""
         syms = tuple(symbols or self._symbols)
         for s in syms:
             self._check_known(s)
         if sessions < 1:
             raise ValueError("sessions must be >= 1")
-        end_ts = pd.Timestamp(end).normalize()
-        last = self.calendar.date_to_session(end_ts, direction="previous")
+        if end is None:
+            last = self.last_completed_session()
+        else:
+            last = self.calendar.date_to_session(pd.Timestamp(end).normalize(), direction="previous")
         first = self.calendar.sessions_window(last, -sessions)[0]
-        duration = _duration((last - first).days + 1)
-        end_text = f"{last:%Y%m%d} 23:59:59 US/Eastern"
+        if self.what_to_show == "ADJUSTED_LAST":
+            end_text, duration = "", _duration((self._today() - first).days + 1)
+        else:
+            end_text, duration = f"{last:%Y%m%d} 23:59:59 US/Eastern", _duration((last - first).days + 1)
         return self._call(self._history(syms, first, last, end_text, duration), self._timeout(len(syms)))
+
+    def _now_utc(self) -> pd.Timestamp:
+        now = pd.Timestamp(self._now())
+        return now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+
+    def _today(self) -> pd.Timestamp:
+        return self._now_utc().tz_convert("America/New_York").tz_localize(None).normalize()
+
+    def last_completed_session(self) -> pd.Timestamp:
+        """The last session of the calendar whose close has passed (``now``)."""
+        closes = self.calendar.closes
+        done = closes.index[(closes <= self._now_utc()).to_numpy()]
+        if not len(done):
+            raise ValueError(f"no session of {self.calendar.name} has closed by {self._now_utc()}")
+        return pd.Timestamp(done[-1])
 
     def _timeout(self, n: int) -> float:
         return n * (2 * self.request_timeout_s + self.limiter.pacing_penalty_s + 2 * 600.0) + 30
@@ -287,7 +334,9 @@ class IBBarSource(DataSource):
             out.quarantined.extend(problems)
             if len(clean):
                 prev = self.last_session.get(sym)
-                self.last_session[sym] = clean.index[-1] if prev is None else max(prev, clean.index[-1])
+                if prev is None or clean.index[-1] >= prev:
+                    self.last_session[sym] = clean.index[-1]
+                    self.last_close[sym] = (clean.index[-1], float(clean["close"].iloc[-1]))
         out.quarantined = sort_quarantine(out.quarantined)
         return out
 
@@ -311,6 +360,13 @@ class IBBarSource(DataSource):
             raw = self._completed(await self._request(sym, "", _duration(days)))
             if since is not None:
                 raw = raw[raw.index >= since]  # the last seen bar anchors the missing-session check
+                anchor = raw["close"][raw.index == since]
+                had = self.last_close.get(sym)
+                if len(anchor) and had and had[0] == since and anchor.iloc[0] > 0 and abs(anchor.iloc[0] / had[1] - 1) > 1e-6:
+                    factor = float(anchor.iloc[0] / had[1])
+                    out.adjustments.append((sym, since.date().isoformat(), factor))
+                    log.warning("%s: IB re-adjusted its history (close of %s now x%.6f): a dividend or split went ex",
+                                sym, since.date(), factor)  # fmt: skip
             elif len(raw):
                 raw = raw[raw.index >= raw.index.max()]
             clean, problems = validate(sym, raw, self.calendar, since, None)
@@ -322,5 +378,7 @@ class IBBarSource(DataSource):
             seen = raw.index[raw.index.notna()]
             if len(seen):
                 self.last_session[sym] = max(seen.max(), since) if since is not None else seen.max()
+            if len(clean):
+                self.last_close[sym] = (clean.index[-1], float(clean["close"].iloc[-1]))
         out.quarantined = sort_quarantine(out.quarantined)
         return out
