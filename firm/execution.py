@@ -67,7 +67,11 @@ class ExecutionEngine:
                 fills.append(opened.fills)
                 drift.append(opened.drift)
             if self.broker.book.fingerprint() != review.fingerprints[k - start]:
-                raise ProjectionMismatch(f"row {bars.offset + k}: the CIO's projected book differs from the broker's")
+                raise ProjectionMismatch(
+                    f"row {bars.offset + k}: the CIO's projected book differs from the broker's "
+                    f"(cash, positions, working orders, peak equity: {review.fingerprints[k - start]} "
+                    f"projected, {self.broker.book.fingerprint()} at the broker)"
+                )
             row = [self._order(vd) for vd in review.validated[k - start] if vd.approved]
             if row:
                 self._log_orders(row)

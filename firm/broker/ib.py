@@ -206,8 +206,11 @@ class IBBroker(Broker):
 
         async def rewind():
             self._book = book.copy()
+            working = {p.order_ref for p in book.pending}
             for o in self.orders.values():
                 o.rewind(booked.get(o.order_ref, 0.0))
+                # in the book already (working or with fills) or not yet submitted again (its fills wait)
+                o.recovered = not (o.order_ref in working or o.booked > 0)
 
         self._call(rewind(), 10)
 
@@ -428,7 +431,7 @@ class IBBroker(Broker):
             return [
                 o
                 for o in self.orders.values()
-                if not o.settled and math.isfinite(float(opens[symbols.index(o.symbol)]))
+                if not o.settled and not o.recovered and math.isfinite(float(opens[symbols.index(o.symbol)]))
             ]
 
         self._sync_fills()
@@ -444,6 +447,8 @@ class IBBroker(Broker):
         done: set[str] = set()
         remaining: dict[str, int] = {}
         for o in self.orders.values():
+            if o.recovered:  # from the WAL, not yet submitted again by the resumed engine: not in the book yet
+                continue
             new = o.take_fills()
             j = book.symbols.index(o.symbol)
             sign = 1 if o.quantity > 0 else -1
