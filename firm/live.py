@@ -20,8 +20,9 @@ The same actors and functions as a replay (``firm.pipeline.Pipeline``, ``journal
 3. **Stop** after ``live.sessions`` sessions (``--sessions N``) or on Ctrl-C (a session being processed is
    finished first), with the usual summary of the live sessions.
 
-Market time comes from a :class:`MarketClock`: the wall clock for IB; tests drive a fake gateway's
-replay clock with one that moves the fake's market when the loop waits.
+Market time comes from a :class:`MarketClock`: by default the gateway's own clock (:class:`GatewayClock`), which
+is real time at IB and the replay clock at the fake gateway (``firm ibsim``); tests drive the fake's clock with
+one that moves its market when the loop waits.
 """
 
 from __future__ import annotations
@@ -62,15 +63,21 @@ class MarketClock(Protocol):
         """Return once ``ts`` (UTC) has passed."""
 
 
-class WallClock:
-    """Real time: waits in short sleeps, so Ctrl-C stops a wait at once."""
+class GatewayClock:
+    """The gateway's clock (reqCurrentTime on the bar source's connection): real time at IB; at the fake
+    gateway (``firm ibsim``) its replay clock, so a rehearsal waits for the fake's market to move. Waits sleep
+    at most ``poll_s`` between asks (Ctrl-C stops a wait at once)."""
+
+    def __init__(self, source: IBBarSource, poll_s: float = 2.0):
+        self.source = source
+        self.poll_s = poll_s
 
     def now(self) -> pd.Timestamp:
-        return pd.Timestamp.now(tz="UTC")
+        return self.source.current_time()
 
     def wait_until(self, ts: pd.Timestamp) -> None:
         while (left := (ts - self.now()).total_seconds()) > 0:
-            time.sleep(min(left, 1.0))
+            time.sleep(min(left, self.poll_s))
 
 
 def warmup_sessions(cfg: Config) -> int:
@@ -212,14 +219,18 @@ class _Interrupts:
             signal.signal(signal.SIGINT, self._old)
 
 
-def bar_source(cfg: Config, clock: MarketClock) -> IBBarSource:
-    """The run's IB market-data connection (the broker's client id + 1), asking ``live.what_to_show`` bars."""
+def bar_source(cfg: Config) -> IBBarSource:
+    """The run's IB market-data connection (the broker's client id + 1), asking ``live.what_to_show`` bars, on
+    the gateway's clock."""
     from firm.broker.endpoint import endpoint
 
     kind = cfg.broker.kind if cfg.broker.kind != "sim" else "ib-paper"
     ep = endpoint(cfg.broker.ib, kind)
-    return IBBarSource(cfg.data.symbols, cfg.broker.ib, ep, cfg.data.calendar, what_to_show=cfg.live.what_to_show,
-                       now=clock.now)  # fmt: skip
+    holder: list[IBBarSource] = []
+    source = IBBarSource(cfg.data.symbols, cfg.broker.ib, ep, cfg.data.calendar, what_to_show=cfg.live.what_to_show,
+                         now=lambda: holder[0].current_time())  # fmt: skip
+    holder.append(source)
+    return source
 
 
 def run_live(
@@ -241,9 +252,9 @@ def run_live(
     if switch.engaged:
         print(f"firm: the kill switch is {switch.describe()}; no order that increases risk is sent", file=sys.stderr)
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
-    clock = clock or WallClock()
     own_source = source is None
-    source = source or bar_source(cfg, clock)
+    source = source or bar_source(cfg)
+    clock = clock or GatewayClock(source)
     run_dir = make_run_dir(cfg, config_name)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     write_quarantine([], run_dir / "quarantine.jsonl")

@@ -34,6 +34,7 @@ request, execDetails with no orderStatus, a gateway restart after which nextVali
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -554,21 +555,18 @@ class IBSim:
             return self._reject(s, oid, 201, "Order rejected - reason:a limit order needs a limit price")
         if od.orderType == "STP" and not 0 < od.auxPrice < UNSET_DOUBLE:
             return self._reject(s, oid, 201, "Order rejected - reason:a stop order needs a stop price (auxPrice)")
-        order = Order(
+        if not w.encodable(od, req.contract):  # it would fill as a plain order and report as one: refuse
+            return self._reject(s, oid, 201, f"Order rejected - reason:the fake gateway does not carry {w.UNENCODED}")
+        order = dataclasses.replace(  # the order as the client wrote it, with what TWS assigns
+            od,
             orderId=oid,
             clientId=s.client_id,
             permId=self._next_perm(),
-            action=od.action,
-            totalQuantity=od.totalQuantity,
-            orderType=od.orderType,
             lmtPrice=od.lmtPrice if od.orderType == "LMT" else 0.0,
             auxPrice=od.auxPrice if od.orderType == "STP" else 0.0,
             tif=od.tif or "DAY",
             account=od.account or self.cfg.account,
-            orderRef=od.orderRef,
-            outsideRth=od.outsideRth,
             openClose="",
-            parentId=od.parentId,
         )
         so = SimOrder(order, self.contracts[self.symbols[sym]], sym, placed_bar=self.bar)
         self.orders[so.key] = so
@@ -666,7 +664,15 @@ class IBSim:
         s.send(w.managed_accounts([self.cfg.account]))
 
     def _on_reqCurrentTime(self, s, f):
-        s.send(w.current_time(int(time.time())))
+        s.send(w.current_time(int(self.market_time().timestamp())))
+
+    def market_time(self) -> pd.Timestamp:
+        """The fake's market time (reqCurrentTime), UTC: a minute before the next session opens, so its last
+        completed bar is the last one that closed; it moves when the replay clock does."""
+        from firm.data.validate import get_calendar
+
+        cal = get_calendar("XNYS")
+        return cal.session_open(cal.next_session(pd.Timestamp(self.dates[self.bar]))) - pd.Timedelta(minutes=1)
 
     def _on_reqPositions(self, s, f):
         s.positions_subscribed = True

@@ -134,6 +134,7 @@ class IBBarSource(DataSource):
         self.errors: list[tuple[int, int, str]] = []
         self._cache: dict[Hashable, tuple[float, pd.DataFrame]] = {}
         self._raw: dict[str, pd.DataFrame] = {}
+        self._asof = pd.Timestamp(0, tz="UTC")  # ``now`` as of the public call in progress
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="ib-bars", daemon=True)
         self._thread.start()
@@ -278,8 +279,7 @@ class IBBarSource(DataSource):
         """Only sessions whose close has passed (IB sends today's bar while the session is still open)."""
         if raw.empty:
             return raw
-        now = pd.Timestamp(self._now())
-        now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+        now = self._asof
         closes = self.calendar.closes.reindex(raw.index.normalize())
         keep = np.array([pd.isna(c) or c <= now for c in closes], dtype=bool)  # not a session: validate reports it
         return raw[keep]
@@ -295,30 +295,41 @@ class IBBarSource(DataSource):
             self._check_known(s)
         if sessions < 1:
             raise ValueError("sessions must be >= 1")
+        self._asof = self._now_utc()  # ``now`` is read here, off the IB loop: it may ask the gateway itself
         if end is None:
             last = self.last_completed_session()
         else:
             last = self.calendar.date_to_session(pd.Timestamp(end).normalize(), direction="previous")
         first = self.calendar.sessions_window(last, -sessions)[0]
         if self.what_to_show == "ADJUSTED_LAST":
-            end_text, duration = "", _duration((self._today() - first).days + 1)
+            end_text, duration = "", _duration((self._today(self._asof) - first).days + 1)
         else:
             end_text, duration = f"{last:%Y%m%d} 23:59:59 US/Eastern", _duration((last - first).days + 1)
         return self._call(self._history(syms, first, last, end_text, duration), self._timeout(len(syms)))
+
+    def current_time(self) -> pd.Timestamp:
+        """The gateway's clock (reqCurrentTime), UTC: market time for a live run."""
+
+        async def ask():
+            await self._wait(self.limiter.reserve_message())
+            return await self.ib.reqCurrentTimeAsync()
+
+        return pd.Timestamp(self._call(ask(), self.request_timeout_s)).tz_convert("UTC")
 
     def _now_utc(self) -> pd.Timestamp:
         now = pd.Timestamp(self._now())
         return now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
 
-    def _today(self) -> pd.Timestamp:
-        return self._now_utc().tz_convert("America/New_York").tz_localize(None).normalize()
+    @staticmethod
+    def _today(now: pd.Timestamp) -> pd.Timestamp:
+        return now.tz_convert("America/New_York").tz_localize(None).normalize()
 
     def last_completed_session(self) -> pd.Timestamp:
         """The last session of the calendar whose close has passed (``now``)."""
-        closes = self.calendar.closes
-        done = closes.index[(closes <= self._now_utc()).to_numpy()]
+        now = self._now_utc()
+        done = self.calendar.closes.index[(self.calendar.closes <= now).to_numpy()]
         if not len(done):
-            raise ValueError(f"no session of {self.calendar.name} has closed by {self._now_utc()}")
+            raise ValueError(f"no session of {self.calendar.name} has closed by {now}")
         return pd.Timestamp(done[-1])
 
     def _timeout(self, n: int) -> float:
@@ -347,13 +358,12 @@ class IBBarSource(DataSource):
         clean bar are reported as ``missing_session``; a quarantined bar is never returned, but it
         counts as seen, so it is reported once.
         """
+        self._asof = self._now_utc()
         return self._call(self._poll(), self._timeout(len(self._symbols)))
 
     async def _poll(self) -> IBBars:
         out = IBBars({})
-        now = pd.Timestamp(self._now())
-        today = (now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")).tz_convert("America/New_York")
-        today = today.tz_localize(None).normalize()
+        today = self._today(self._asof)
         for sym in self._symbols:
             since = self.last_session.get(sym)
             days = 7 if since is None else max(7, (today - since).days + 2)

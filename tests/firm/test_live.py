@@ -225,9 +225,14 @@ class Gateway(BackgroundGateway):
 
 
 def test_adjusted_last_takes_no_end_date_and_a_re_adjustment_is_reported():
+    from firm.live import GatewayClock
+
     gw = Gateway()
     try:
         with gw.source() as src:
+            # the gateway's clock is market time: at the fake, just before the session after its replay clock opens
+            clock = GatewayClock(src)
+            assert clock.now() == pd.Timestamp("2012-06-04 13:29", tz="UTC") == gw.call(gw.sim.market_time)
             got = src.history(SYMBOLS, None, 10)
             assert got.sessions()[-1] == pd.Timestamp(START) and len(got.sessions()) == 10
             with pytest.raises(HistoricalDataError, match="321.*End date not supported with adjusted last"):
