@@ -158,6 +158,8 @@ class CIOActor:
         a difference is journaled by execution, never raised. "warmup": history before a live run; the agents,
         the CIO's market state and risk's history advance, nothing is decided. "replay": the strict projection."""
         self._authorise(capability, "run_batch")
+        with self._lock:
+            self.view.start_batch()
         if mode not in ("replay", "live", "warmup"):
             raise ValueError(f"unknown mode {mode!r}")
         if mode == "live" and len(bars) != 1:

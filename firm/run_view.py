@@ -41,6 +41,7 @@ class RunView:
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     last_batch_at: float | None = None
+    batch_started_at: float | None = None  # a batch is in progress since then
     batches: int = 0
     sessions: int = 0
     decisions: int = 0
@@ -80,9 +81,13 @@ class RunView:
         self.sessions += part.stop - part.start
         self.book = part.book
 
+    def start_batch(self) -> None:
+        self.batch_started_at = time.time()
+
     def end_batch(self) -> None:
         self.batches += 1
         self.last_batch_at = time.time()
+        self.batch_started_at = None
 
     def finish(self) -> None:
         self.state = "finished"
@@ -104,6 +109,7 @@ class RunView:
             "finished_at": self.finished_at,
             "last_batch_at": self.last_batch_at,
             "idle_s": None if self.last_batch_at is None else now - self.last_batch_at,
+            "in_batch_s": None if self.batch_started_at is None else now - self.batch_started_at,
             "batches": self.batches,
             "sessions": self.sessions,
             "last_session": self.equity_ts[-1] if self.equity_ts else None,

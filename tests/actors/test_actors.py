@@ -141,3 +141,55 @@ def test_agent_history_keeps_the_reference_series(data):
     for name, values in market.panel.reference.items():
         assert np.array_equal(panel.reference[name], values, equal_nan=True)
     assert np.array_equal(panel.close, market.panel.close, equal_nan=True)
+
+
+@ray.remote(num_cpus=0)
+class _Gate:
+    """Holds back whatever awaits it until ``open``."""
+
+    def __init__(self):
+        import asyncio
+
+        self.opened = asyncio.Event()
+
+    async def wait(self):
+        await self.opened.wait()
+
+    async def open(self):
+        self.opened.set()
+
+
+@ray.remote(num_cpus=0)
+def _gated(gate, agent, bars_ref):
+    ray.get(gate.wait.remote())
+    return ray.get(agent.on_bars.remote(bars_ref))
+
+
+def test_the_cio_answers_reads_while_a_batch_waits_at_the_barrier(data, tmp_path):
+    cfg, market = data
+    cfg = cfg.model_copy(
+        update={"agents": {"momentum": cfg.agents["momentum"]}, "cio": cfg.cio.model_copy(update={"barrier_timeout_s": 300})}
+    )
+    pipeline = Pipeline(cfg, market.panel.symbols, tmp_path)
+    gate = _Gate.remote()
+    try:
+        bars_ref = ray.put(next(iter(batches(market, 120))))
+        signals = _gated.remote(gate, pipeline.agents[0], bars_ref)
+        batch = pipeline.cio.run_batch.remote(bars_ref, ["momentum"], [signals], capability=pipeline.capability)
+        while (st := ray.get(pipeline.cio.status.remote(), timeout=60))["in_batch_s"] is None:
+            assert not ray.wait([batch], timeout=0.05)[0], "the batch ended before the gate opened"
+        assert st["state"] == "running" and st["batches"] == 0  # read while run_batch waits at the barrier
+        assert ray.get(pipeline.cio.positions.remote(), timeout=60)["totals"]["equity"] == cfg.broker.initial_cash
+        assert not ray.wait([batch], timeout=0)[0]
+        ray.get(gate.open.remote())
+        result = ray.get(batch, timeout=300)
+        st = ray.get(pipeline.cio.status.remote())
+        assert st["batches"] == 1 and st["in_batch_s"] is None and st["sessions"] == 120
+        counts = ray.get(pipeline.cio.counts.remote())
+        assert counts["decisions"] == sum(len(row) for part in result.committed for row in part.validated) > 0
+        assert counts["orders"] == sum(len(row) for part in result.committed for row in part.orders)
+        ts, equity = ray.get(pipeline.cio.equity_curve.remote())
+        assert equity == [e for part in result.committed for e in part.equity] and len(ts) == 120
+    finally:
+        pipeline.shutdown()
+        ray.kill(gate)
