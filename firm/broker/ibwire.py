@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-from ib_async.contract import Contract
-from ib_async.objects import CommissionReport, Execution
-from ib_async.order import Order, OrderState
+from ib_async.contract import ComboLeg, Contract, DeltaNeutralContract, TagValue
+from ib_async.objects import CommissionReport, Execution, SoftDollarTier
+from ib_async.order import Order, OrderComboLeg, OrderCondition, OrderState
 from ib_async.util import UNSET_DOUBLE, UNSET_INTEGER
 
 SERVER_VERSION = 178
@@ -146,9 +146,9 @@ UNENCODED = "delta-neutral, algo, hedge, conditional and combo orders"
 
 
 def encodable(o: Order, c: Contract) -> bool:
-    """Whether openOrder / completedOrder can carry this order: none of the features in UNENCODED. The fake's
-    placeOrder decoder reads the fields up to ``hidden`` only, so orders it builds never have them (an algo
-    or conditional order sent to the fake is filled as the plain order underneath)."""
+    """Whether openOrder / completedOrder can carry this order: none of the features in UNENCODED. The fake
+    decodes every placeOrder field, these included, and refuses (201) an order that has any of them rather
+    than fill and report it as the plain order underneath."""
     return not (o.deltaNeutralOrderType or o.algoStrategy or o.hedgeType or o.conditions or c.comboLegs)
 
 
@@ -390,25 +390,160 @@ class PlaceOrder:
 
 
 def decode_place_order(f: list[str]) -> PlaceOrder:
-    """placeOrder (3): the contract and the order fields up to ``hidden`` (what the fake fills on)."""
+    """placeOrder (3) at version 178, every field, in ``Client.placeOrder``'s order: the contract (with combo
+    legs for a BAG), the order, and each optional block (delta-neutral, scale, hedge, algo, PEG BENCH,
+    conditions, PEG BEST/MID) that its opening field announces. Fields left over or missing are a
+    ProtocolError: the message was not read as the client wrote it."""
     if f[0] != "3":
         raise ProtocolError(f"not a placeOrder: {f[:2]}")
     order_id = int(f[1])
     c = _contract12(f, 2)
     c.secIdType, c.secId = f[14], f[15]
     o = Order()
-    (
-        o.action, qty, o.orderType, lmt, aux, o.tif, o.ocaGroup, o.account, o.openClose, origin, o.orderRef,
-        transmit, parent_id, _block, _sweep, _display, _trigger, outside_rth, _hidden,
-    ) = f[16:35]  # fmt: skip
+    r = _Reader(f, 16, o)
+    try:
+        r.take(*_PLACE_HEAD)
+        if c.secType == "BAG":
+            c.comboLegs = [
+                ComboLeg(r.int(), r.int(), r.str(), r.str(), r.int(), r.int(), r.str(), r.int())
+                for _ in range(r.int())
+            ]  # fmt: skip
+            o.orderComboLegs = [OrderComboLeg(r.float()) for _ in range(r.int())]
+            o.smartComboRoutingParams = [TagValue(r.str(), r.str()) for _ in range(r.int())]
+        r.str()  # sharesAllocation, deprecated
+        r.take(*_PLACE_FA, *_PLACE_MAIN)
+        if o.deltaNeutralOrderType:
+            r.take(*_PLACE_DELTA_NEUTRAL)
+        r.take(*_PLACE_CONTINUOUS)
+        if 0 < o.scalePriceIncrement < UNSET_DOUBLE:
+            r.take(*_PLACE_SCALE)
+        r.take(*_PLACE_ACTIVE)
+        if o.hedgeType:
+            r.take("hedgeParam")
+        r.take(*_PLACE_CLEARING)
+        if r.bool():
+            c.deltaNeutralContract = DeltaNeutralContract(r.int(), r.float(), r.float())
+        r.take("algoStrategy")
+        if o.algoStrategy:
+            o.algoParams = [TagValue(r.str(), r.str()) for _ in range(r.int())]
+        r.take("algoId", "whatIf")
+        o.orderMiscOptions = _tags(r.str())
+        r.take("solicited", "randomizeSize", "randomizePrice")
+        if o.orderType in ("PEG BENCH", "PEGBENCH"):
+            r.take(*_PLACE_PEG_BENCH)
+        o.conditions = [r.condition() for _ in range(r.int())]
+        if o.conditions:
+            r.take("conditionsIgnoreRth", "conditionsCancelOrder")
+        r.take(*_PLACE_ADJUSTED)
+        o.softDollarTier = SoftDollarTier(r.str(), r.str())
+        r.take(*_PLACE_TAIL)
+        if c.exchange == "IBKRATS":
+            r.take("minTradeQty")
+        if o.orderType in ("PEG BEST", "PEGBEST"):
+            r.take("minCompeteSize", "competeAgainstBestOffset")
+            if o.competeAgainstBestOffset == math.inf:
+                r.take("midOffsetAtWhole", "midOffsetAtHalf")
+        elif o.orderType in ("PEG MID", "PEGMID"):
+            r.take("midOffsetAtWhole", "midOffsetAtHalf")
+    except IndexError:
+        raise ProtocolError(f"placeOrder {order_id}: the message ends after {len(f)} fields, inside field {r.i}") from None
+    if r.i != len(f):
+        raise ProtocolError(f"placeOrder {order_id}: {len(f) - r.i} fields left over after field {r.i}: {f[r.i:r.i + 5]}")
     o.orderId = order_id
-    o.totalQuantity = float(qty)
-    o.lmtPrice, o.auxPrice = _float(lmt), _float(aux)
-    o.origin = _int(origin)
-    o.transmit = _bool(transmit)
-    o.parentId = _int(parent_id)
-    o.outsideRth = _bool(outside_rth)
     return PlaceOrder(order_id, c, o)
+
+
+# placeOrder's order fields at version 178, in Client.placeOrder's order (optional blocks apart)
+_PLACE_HEAD = (
+    "action", "totalQuantity", "orderType", "lmtPrice", "auxPrice", "tif", "ocaGroup", "account", "openClose",
+    "origin", "orderRef", "transmit", "parentId", "blockOrder", "sweepToFill", "displaySize", "triggerMethod",
+    "outsideRth", "hidden",
+)  # fmt: skip
+_PLACE_FA = ("discretionaryAmt", "goodAfterTime", "goodTillDate", "faGroup", "faMethod", "faPercentage")
+_PLACE_MAIN = (
+    "modelCode", "shortSaleSlot", "designatedLocation", "exemptCode", "ocaType", "rule80A", "settlingFirm",
+    "allOrNone", "minQty", "percentOffset", "eTradeOnly", "firmQuoteOnly", "nbboPriceCap", "auctionStrategy",
+    "startingPrice", "stockRefPrice", "delta", "stockRangeLower", "stockRangeUpper",
+    "overridePercentageConstraints", "volatility", "volatilityType", "deltaNeutralOrderType",
+    "deltaNeutralAuxPrice",
+)  # fmt: skip
+_PLACE_DELTA_NEUTRAL = (
+    "deltaNeutralConId", "deltaNeutralSettlingFirm", "deltaNeutralClearingAccount", "deltaNeutralClearingIntent",
+    "deltaNeutralOpenClose", "deltaNeutralShortSale", "deltaNeutralShortSaleSlot", "deltaNeutralDesignatedLocation",
+)  # fmt: skip
+_PLACE_CONTINUOUS = (
+    "continuousUpdate", "referencePriceType", "trailStopPrice", "trailingPercent", "scaleInitLevelSize",
+    "scaleSubsLevelSize", "scalePriceIncrement",
+)  # fmt: skip
+_PLACE_SCALE = (
+    "scalePriceAdjustValue", "scalePriceAdjustInterval", "scaleProfitOffset", "scaleAutoReset",
+    "scaleInitPosition", "scaleInitFillQty", "scaleRandomPercent",
+)  # fmt: skip
+_PLACE_ACTIVE = ("scaleTable", "activeStartTime", "activeStopTime", "hedgeType")
+_PLACE_CLEARING = ("optOutSmartRouting", "clearingAccount", "clearingIntent", "notHeld")
+_PLACE_PEG_BENCH = (
+    "referenceContractId", "isPeggedChangeAmountDecrease", "peggedChangeAmount", "referenceChangeAmount",
+    "referenceExchangeId",
+)  # fmt: skip
+_PLACE_ADJUSTED = (
+    "adjustedOrderType", "triggerPrice", "lmtPriceOffset", "adjustedStopPrice", "adjustedStopLimitPrice",
+    "adjustedTrailingAmount", "adjustableTrailingUnit", "extOperator",
+)  # fmt: skip
+_PLACE_TAIL = (
+    "cashQty", "mifid2DecisionMaker", "mifid2DecisionAlgo", "mifid2ExecutionTrader", "mifid2ExecutionAlgo",
+    "dontUseAutoPriceForHedge", "isOmsContainer", "discretionaryUpToLimitPrice", "usePriceMgmtAlgo",
+    "duration", "postToAts", "autoCancelParent", "advancedErrorOverride", "manualOrderTime",
+)  # fmt: skip
+
+
+class _Reader:
+    """Reads request fields in order into ``obj``'s attributes; an empty field keeps the attribute's
+    default (Client.send writes IB's unset values as empty), others are converted by the default's type."""
+
+    def __init__(self, f: list[str], i: int, obj):
+        self.f, self.i, self.obj = f, i, obj
+
+    def str(self) -> str:
+        v = self.f[self.i]
+        self.i += 1
+        return v
+
+    def int(self) -> int:
+        return _int(self.str())
+
+    def float(self) -> float:
+        return _value(self.str(), 0.0)
+
+    def bool(self) -> bool:
+        return _bool(self.str())
+
+    def take(self, *names: str, obj=None) -> None:
+        target = self.obj if obj is None else obj
+        for name in names:
+            text = self.str()
+            if text != "":
+                setattr(target, name, _value(text, getattr(target, name)))
+
+    def condition(self) -> OrderCondition:
+        cond = OrderCondition.createClass(_int(self.f[self.i]))()
+        self.take(*(fld.name for fld in fields(cond)), obj=cond)
+        return cond
+
+
+def _value(text: str, like):
+    """``text`` as the type of ``like`` (an attribute's default)."""
+    if isinstance(like, bool):
+        return _bool(text)
+    if isinstance(like, int):
+        return int(text)
+    if isinstance(like, float):
+        return math.inf if text == "Infinite" else _float(text)
+    return text
+
+
+def _tags(text: str) -> list[TagValue]:
+    """``tag=value;tag=value;`` (Client.send's form of a TagValue list)."""
+    return [TagValue(*item.split("=", 1)) for item in text.split(";") if item]
 
 
 @dataclass
