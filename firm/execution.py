@@ -8,7 +8,9 @@ A restarted engine (``recovered``: the WAL's records) resumes the call it died i
 broker to the book those rows start from (which this engine handed out before it died) and commits the
 rows again. What the WAL already holds (orders, the n-th fill of an order, cancels) is not written or
 sent again: an order the WAL has is adopted by the broker (reconciled with IB, never sent twice), and
-the WAL ends exactly as an uninterrupted run would have written it.
+the WAL ends exactly as an uninterrupted run would have written it. Live, a restart between sessions
+goes on at the next ``open_bar`` from the book the WAL's fills give (at their recorded prices); an
+``execute`` killed in the middle of a live session is not replayed exactly (its ``open_bar`` is lost).
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class ExecutionEngine:
         """Commit rows ``start..stop``: fills at the open, then the approved orders, WAL first."""
         start = review.start
         panel = bars.panel
-        if self._resuming:
-            self._resume(review, bars)
+        if self._resuming:  # Ray retries the call the engine died in: back to the book its rows start from
+            self._resume(review.book, bars.opens_at[start])
         if self.broker.book.fingerprint() != review.book.fingerprint():
             raise ProjectionMismatch("the proposal starts from a book the broker does not have")
         orders, fills, equity, drift = [], [], [], []
@@ -102,6 +104,8 @@ class ExecutionEngine:
         asking the broker again."""
         panel = bars.panel
         opens_at = bars.opens_at[0]
+        if self._resuming:  # live, restarted: the book is the WAL's (its fills at their recorded prices)
+            self._resume(self.broker.book, None)
         projected = self.broker.book.copy()
         modelled = projected.fill_at_open(panel.open[0])
         projected.mark(panel.close[0])
@@ -149,12 +153,12 @@ class ExecutionEngine:
                 self.broker.submit(order)
         return orders
 
-    def _resume(self, review: Review, bars: Bars) -> None:
-        """First call after a restart: put the broker back at the book rows ``review.start..`` start from."""
+    def _resume(self, book: Book, start_ts: datetime | None) -> None:
+        """First call after a restart: put the broker at ``book``, the account before the market opened at
+        ``start_ts`` (None: after every fill in the WAL), and learn what the WAL holds."""
         rewind = getattr(self.broker, "rewind", None)
         if rewind is None:
             raise RuntimeError(f"{type(self.broker).__name__} cannot resume a run from its write-ahead log")
-        start_ts = bars.opens_at[review.start]
         booked: dict[str, float] = {}
         before: dict[str, int] = {}
         for r in self._recovered:
@@ -165,10 +169,10 @@ class ExecutionEngine:
                 self._logged_cancels.add(ref)
             elif r.get("kind") == "fill":
                 self._logged_fills[ref] = self._logged_fills.get(ref, 0) + 1
-                if datetime.fromisoformat(r["ts"]) < start_ts:
+                if start_ts is None or datetime.fromisoformat(r["ts"]) < start_ts:
                     booked[ref] = booked.get(ref, 0.0) + abs(float(r["quantity"]))
                     before[ref] = before.get(ref, 0) + 1
-        rewind(review.book, booked)
+        rewind(book, booked)
         self._executions = before
         self._resuming, self._recovered = False, []
 

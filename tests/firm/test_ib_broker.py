@@ -479,3 +479,50 @@ def test_exec_details_without_order_status_fills_the_order(gw):
         assert (broker.book.positions, positions_at_ib(gw)) == clean_positions(a, b)
     finally:
         broker.close()
+
+
+def session_bars(session: str):
+    from firm.batches import Bars
+
+    ts, _, _ = bar_at(session)
+    i = int(np.searchsorted(data().session_open, int(ts.timestamp()) * 1_000_000_000))
+    return Bars(offset=i, panel=data().slice(i, i + 1), session_open=data().session_open[i : i + 1])
+
+
+def test_live_restart_between_sessions_books_the_fills_it_missed_once(tmp_path):
+    """Live mode (batch 1, ExecutionEngine.open_bar): the actor dies after sending, before the next session;
+    restarted, its first open_bar goes on from the WAL's book and books the fill it had not seen, once."""
+    from firm.journal import read_jsonl, read_order_log
+
+    a, b = order("firm-live-a"), order("firm-live-b", "MSFT", Side.SELL, 50)
+    runs = {}
+    for kind in ("clean", "restarted"):
+        g = Gateway()
+        path = tmp_path / f"{kind}.wal.jsonl"
+        try:
+            broker = make_broker(g)
+            wal = OrderLog(path, fsync=False)
+            engine = ExecutionEngine(broker, wal)
+            log_and_submit(broker, wal, a, b)
+            broker.market_time(bar_at("2012-01-03")[0])  # acknowledged
+            if kind == "restarted":
+                broker.close()
+                wal.close()
+                wal = OrderLog(path, fsync=False)
+                records = read_order_log(path)
+                broker = IBBroker(SYMBOLS, 1_000_000.0, COSTS, broker.cfg, broker.ep, seed=1, connect=False)
+                broker.restore(records)
+                broker.connect()
+                assert broker.reconciliations[-1].live == ["firm-live-a", "firm-live-b"]
+                engine = ExecutionEngine(broker, wal, recovered=records)
+            opened = engine.open_bar(session_bars("2012-01-04"))
+            assert [(f.order_ref, f.quantity) for f in opened.fills] == [("firm-live-a", 100), ("firm-live-b", 50)]
+            assert next_bar(broker, "2012-01-05") == []  # booked once
+            assert sent_once(g, ["firm-live-a", "firm-live-b"])
+            runs[kind] = broker.book.positions, positions_at_ib(g), read_jsonl(path)
+            broker.close()
+            wal.close()
+        finally:
+            g.stop()
+    assert runs["restarted"] == runs["clean"]
+    assert runs["clean"][0] == [100, -50, 0]
