@@ -165,7 +165,11 @@ class IBBarSource(DataSource):
     # connection ---------------------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Connect with the source's client id and qualify the symbols' stock contracts."""
+        """Connect with the source's client id and qualify the symbols' stock contracts. Refused
+        (CapabilityError) in a process attached read-only and in Ray workers other than execution."""
+        from firm.capability import check_broker_owner
+
+        check_broker_owner(f"IB bar source connection to {self.ep.host}:{self.ep.port}")
         self._call(self._connect(), self.cfg.connect_timeout_s + 30)
 
     async def _connect(self) -> None:

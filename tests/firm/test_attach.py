@@ -4,7 +4,7 @@ A driver process (this file run as ``drive``) replays 2008 through a short pipel
 last batch is committed, with the run still live. A second process (this file run as ``read``) attaches
 with ``firm.attach``: the read methods work; ``run_batch``, ``set_agent_enabled``, execution's ``execute``
 and ``close`` without the run's capability (or with a wrong one) are refused, and so is an IB connection
-from the attached process and from a Ray task, against a real fake gateway that then has seen no client;
+(orders, or market data) from the attached process and one from a Ray task, against a real fake gateway that then has seen no client;
 the order log is byte for byte what it was. ``firm stop`` refuses the running CIO. After the driver ends,
 the finished CIO still answers, with exactly what the run's summary and equity.csv say; ``firm stop``
 removes it. A driver killed in the middle of a run leaves a CIO that reads ``abandoned``, and is removed.
@@ -131,6 +131,13 @@ def refusals(view) -> dict:
             refused["ib_here"] = "CONNECTED"
         except CapabilityError as err:
             refused["ib_here"] = f"CapabilityError: {err}"
+        from firm.data.ib_source import IBBarSource
+
+        try:
+            IBBarSource(("AAPL",), cfg, endpoint(cfg, "ib-paper", env={})).close()
+            refused["ib_data_here"] = "CONNECTED"
+        except CapabilityError as err:
+            refused["ib_data_here"] = f"CapabilityError: {err}"
 
         @ray.remote(num_cpus=0)
         def connect_in_a_task(cfg):
@@ -214,6 +221,7 @@ def test_attached_view_reads_and_cannot_trade(head, tmp_path):
             assert refused[call].startswith("CapabilityError: "), (call, refused[call])
             assert "did not present the run's order capability" in refused[call]
         assert "attached read-only" in refused["ib_here"], refused["ib_here"]
+        assert "IB bar source connection" in refused["ib_data_here"], refused["ib_data_here"]
         assert "refused in a Ray task" in refused["ib_task"], refused["ib_task"]
         assert refused["ib_clients_seen"] == 0  # the fake gateway never saw a client
 
