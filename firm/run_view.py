@@ -63,7 +63,9 @@ class RunView:
                 new = RecentSignals(*(np.concatenate([a, b]) for a, b in zip(
                     (old.ts, old.strength, old.confidence), (new.ts, new.strength, new.confidence))))
             k = self.signal_rows
-            self.signals[s.agent] = RecentSignals(new.ts[-k:].copy(), new.strength[-k:].copy(), new.confidence[-k:].copy())
+            self.signals[s.agent] = RecentSignals(
+                new.ts[-k:].copy(), new.strength[-k:].copy(), new.confidence[-k:].copy()
+            )
         self.late.update(missing)
 
     def add_committed(self, bars: Bars, part: Committed) -> None:
