@@ -5,9 +5,9 @@ last batch is committed, with the run still live. A second process (this file ru
 with ``firm.attach``: the read methods work; ``run_batch``, ``set_agent_enabled``, execution's ``execute``
 and ``close`` without the run's capability (or with a wrong one) are refused, and so is an IB connection
 (orders, or market data) from the attached process and one from a Ray task, against a real fake gateway
-that then has seen no client; the order log is byte for byte what it was. ``firm stop`` refuses the running CIO. After the driver ends,
-the finished CIO still answers, with exactly what the run's summary and equity.csv say; ``firm stop``
-removes it. A driver killed in the middle of a run leaves a CIO that reads ``abandoned``, and is removed.
+that then has seen no client; the order log is byte for byte what it was. ``firm stop`` refuses the
+running CIO. After the driver ends, the finished CIO still answers, with exactly what the run's summary and
+equity.csv say; ``firm stop`` removes it. A driver killed in the middle of a run leaves a CIO that reads ``abandoned``, and is removed.
 """
 
 from __future__ import annotations
