@@ -10,8 +10,6 @@ execution's order-driving calls refuse it, and this process may no longer open a
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import ray
@@ -29,10 +27,11 @@ def attach(address: str | None = None, namespace: str | None = None, cio: str | 
     ``namespace`` (default ``ray.namespace``'s default) on the cluster at ``address``."""
     namespace = namespace or RayConfig().namespace
     cio = cio or CIOConfig().name
-    capability.mark_read_only()
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto", namespace=namespace,
-                 logging_level="WARNING", log_to_driver=False)  # fmt: skip
+        from firm.status import bootstrap_address, resolve_address
+
+        gcs = bootstrap_address(resolve_address(address))  # ClusterUnreachable at once if nothing listens there
+        ray.init(address=gcs, namespace=namespace, logging_level="WARNING", log_to_driver=False)
     try:
         handle = ray.get_actor(cio, namespace=namespace)
     except ValueError:
@@ -40,6 +39,7 @@ def attach(address: str | None = None, namespace: str | None = None, cio: str | 
             f"no CIO named {cio!r} in namespace {namespace!r} of the Ray cluster at "
             f"{ray.get_runtime_context().gcs_address}: start a run there first (firm run --address ...)"
         ) from None
+    capability.mark_read_only()
     return FirmView(handle, cio, namespace)
 
 

@@ -382,13 +382,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
     import ray
 
     from firm.pipeline import replace_finished_cio
+    from firm.status import ClusterUnreachable, bootstrap_address, resolve_address
 
     cfg = load_config(args.config)
-    address = args.address or cfg.ray.address or os.environ.get("RAY_ADDRESS") or "auto"
     try:
-        ray.init(address=address, namespace=cfg.ray.namespace, logging_level="WARNING", log_to_driver=False)
-    except ConnectionError as err:
-        print(f"firm: stop: no Ray cluster at {address}: {err}", file=sys.stderr)
+        gcs = bootstrap_address(resolve_address(args.address, cfg.ray.address))
+        ray.init(address=gcs, namespace=cfg.ray.namespace, logging_level="WARNING", log_to_driver=False)
+    except (ClusterUnreachable, ConnectionError) as err:
+        print(f"firm: stop: {err}", file=sys.stderr)
         return 2
     try:
         try:

@@ -206,6 +206,25 @@ def test_the_capability_is_checked_in_constant_time_and_never_optional():
     assert not capability.is_read_only()
 
 
+def test_stop_and_attach_say_so_when_no_cluster_answers(capsys):
+    from firm.attach import attach
+    from firm.cli import main
+    from firm.status import ClusterUnreachable
+    from ray_head import free_ports
+
+    (port,) = free_ports(1)
+    assert main(["stop", "--address", f"127.0.0.1:{port}"]) == 2
+    assert f"no Ray cluster reachable at 127.0.0.1:{port}" in capsys.readouterr().err
+    import ray
+
+    if not ray.is_initialized():  # attach joins only when this process is not in a Ray already
+        with pytest.raises(ClusterUnreachable, match=f"127.0.0.1:{port}"):
+            attach(f"127.0.0.1:{port}")
+    from firm import capability
+
+    assert not capability.is_read_only()  # a failed attach leaves this process as it was
+
+
 def test_attached_view_reads_and_cannot_trade(head, tmp_path):
     driver = _script(head, "drive", head.address, str(tmp_path / "runs"), "pause", stdin=subprocess.PIPE)
     try:
