@@ -270,7 +270,7 @@ def run_live(
         say(f"firm: warm-up of {len(warm)} sessions to {feed.last.date()} from IB ({cfg.live.what_to_show}); "
             f"live from the session of {feed.expected.date()}")  # fmt: skip
         ray_start_s = start_ray(cfg, address)
-        pipeline = Pipeline(cfg, symbols, run_dir, switch)
+        pipeline = Pipeline(cfg, symbols, run_dir, switch, config_name=config_name)
         journal = Journal(run_dir / "journal.jsonl")
         journal_batch(journal, warm, ray.get(pipeline.submit(warm, "warmup")))
         sessions = 0
