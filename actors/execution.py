@@ -53,6 +53,8 @@ class ExecutionActor:
             if records is not None:
                 broker.restore(records)
             broker.connect()
+            if cfg.live.feed == "ib" and records is None:  # live: the warm-up runs on the account's equity
+                broker.fund_from_account(broker.read_account())
         self.kill_switch_path = cfg.kill_switch_path()
         self.run_dir = Path(wal_path).parent
         self.engine = ExecutionEngine(broker, wal, self._persist_kill_switch, recovered=records)
@@ -76,6 +78,12 @@ class ExecutionActor:
         """Live: the session's fills from the broker before the CIO decides it (ExecutionEngine.open_bar)."""
         cap.check(capability, self._capability, "execution.open_bar")
         return self.engine.open_bar(bars)
+
+    def adopt_account(self, ts, *, capability: str | None = None):
+        """Live, before the first session: the book becomes the broker's account (ExecutionEngine.adopt_account);
+        the AccountSnapshotEvent to journal, or None with the simulator."""
+        cap.check(capability, self._capability, "execution.adopt_account")
+        return self.engine.adopt_account(ts)
 
     def execute(self, review: Review, bars: Bars, *, capability: str | None = None) -> Execution:
         cap.check(capability, self._capability, "execution.execute")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -410,6 +411,23 @@ def cmd_stop(args: argparse.Namespace) -> int:
         ray.shutdown()
 
 
+def parse_positions(text: str | None) -> dict[str, float]:
+    """``AAPL=100,MSFT=-50`` -> {"AAPL": 100.0, "MSFT": -50.0} (ibsim --positions)."""
+    out: dict[str, float] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        symbol, _, qty = item.partition("=")
+        try:
+            shares = float(qty)
+        except ValueError:
+            shares = math.nan
+        if not symbol.strip() or not math.isfinite(shares) or shares != int(shares):
+            raise ConfigError(f"--positions: {item.strip()!r} is not SYMBOL=SHARES (whole shares, negative for short)")
+        out[symbol.strip().upper()] = shares
+    return out
+
+
 def cmd_ibsim(args: argparse.Namespace) -> int:
     import asyncio
     import datetime as dt
@@ -423,12 +441,14 @@ def cmd_ibsim(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bar-interval = {args.bar_interval}: must be >= 0")
     if args.fill_share is not None and not 0 < args.fill_share <= 1:
         raise ConfigError(f"--fill-share = {args.fill_share}: must be in (0, 1]")
+    positions = parse_positions(args.positions)
     try:
-        data = load_replay(symbols, cfg.data)
+        data = load_replay(tuple(dict.fromkeys([*symbols, *positions])), cfg.data)
         sim = IBSim(
             data,
             start,
-            IBSimConfig(account=args.account, cash=args.cash, next_valid_id=args.next_valid_id, fill_share=args.fill_share),
+            IBSimConfig(account=args.account, cash=args.cash, next_valid_id=args.next_valid_id, fill_share=args.fill_share,
+                        positions=positions),  # fmt: skip
         )
     except (KeyError, ValueError) as err:
         raise ConfigError(f"ibsim: {err}") from None
@@ -641,6 +661,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", default="DU1234567", help="the paper account reported (default: DU1234567)")
     p.add_argument("--cash", type=float, default=1_000_000.0, help="starting cash (default: 1,000,000)")
     p.add_argument("--next-valid-id", type=int, default=1, help="the first nextValidId (default: 1)")
+    p.add_argument(
+        "--positions", default=None,
+        help="positions the account starts with, e.g. AAPL=100,MSFT=-50 (held at the start session's close; "
+        "a symbol not in --symbols is added to the replay)",
+    )
     p.add_argument("--fill-share", type=float, default=None, help="fill at most this share of a bar's volume per bar (partial fills)")
     p.add_argument(
         "--control-port", type=int, default=None,

@@ -174,6 +174,22 @@ class ProjectionDriftEvent(Event):
     reason: str
 
 
+class AccountSnapshotEvent(Event):
+    """Live trading: the broker account as the run found it, which the run's book starts from (before its
+    first decision). Positions in the run's symbols enter the book (shares, cost basis from the average cost);
+    ``outside`` positions are in symbols the run does not trade: reported, never traded, not in its book,
+    equity or limits. ``cash`` is the account's cash as reported (all of it: the book's cash)."""
+
+    account: str = Field(description="The account, masked (DU****567).")
+    source: str = Field(description="Where the figures come from, e.g. 'ib positions + TotalCashValue (USD)'.")
+    cash: float
+    currency: str
+    positions: dict[str, int] = Field(description="symbol -> signed shares, in the run's symbols.")
+    average_cost: dict[str, float] = Field(default_factory=dict, description="symbol -> IB's average cost per share.")
+    outside: dict[str, float] = Field(default_factory=dict, description="symbol -> shares, symbols the run does not trade.")
+    equity: float = Field(description="cash + the run's positions at the last closes: the book's starting equity.")
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -189,6 +205,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RiskAlertEvent,
         KillSwitchEvent,
         ProjectionDriftEvent,
+        AccountSnapshotEvent,
     )
 }
 

@@ -20,8 +20,9 @@ from typing import Callable
 
 from firm.batches import Bars, Committed, Opened, Review
 from firm.broker.base import Broker
+from firm.broker.endpoint import mask_account
 from firm.cio import order_ref
-from firm.events import FillEvent, KillSwitchEvent, OrderEvent, ProjectionDriftEvent, Side, ValidatedDecisionEvent
+from firm.events import AccountSnapshotEvent, FillEvent, KillSwitchEvent, OrderEvent, ProjectionDriftEvent, Side, ValidatedDecisionEvent
 from firm.journal import OrderLog
 from firm.portfolio import Book, Fill
 
@@ -118,6 +119,34 @@ class ExecutionEngine:
             drift.append(_drift_event(projected, book, modelled, raw, events, bars))
         self._opened[bars.offset] = Opened(book.copy(), events, drift)
         return self._opened[bars.offset]
+
+    def adopt_account(self, ts: datetime) -> AccountSnapshotEvent | None:
+        """Live trading, before the first session: the broker's book becomes the account as the broker reports
+        it now (``IBBroker.adopt_account``), recorded in the WAL (a restarted actor starts from it) and returned
+        as the event to journal. None for a broker with no account to read (the simulator)."""
+        read = getattr(self.broker, "read_account", None)
+        if read is None:
+            return None
+        state = read()
+        book = self.broker.adopt_account(state)
+        inside, outside = state.split(book.symbols)
+        cost = {s: avg for s, (q, avg) in state.positions.items() if s in inside}
+        self.wal.append_many(
+            [{"kind": "account", "ts": ts.isoformat(), "cash": state.cash, "currency": state.currency,
+              "positions": {s: [q, cost[s]] for s, q in inside.items()}}]  # fmt: skip
+        )
+        return AccountSnapshotEvent(
+            id=f"account:{ts:%Y%m%dT%H%M}",
+            ts=ts,
+            account=mask_account(state.account),
+            source=f"IB: positions, TotalCashValue ({state.currency}), market prices of the portfolio",
+            cash=state.cash,
+            currency=state.currency,
+            positions=inside,
+            average_cost=cost,
+            outside=outside,
+            equity=round(book.equity, 6),
+        )
 
     def _kill_switch(self, event: KillSwitchEvent, stamp: str) -> list[OrderEvent]:
         """The kill switch tripped at this committed bar: persist it, cancel every working order and,

@@ -17,6 +17,10 @@ The same actors and functions as a replay (``firm.pipeline.Pipeline``, ``journal
    ``Pipeline.submit`` in ``live`` mode: execution first books the session's fills from the broker, and
    the CIO decides on the broker's book (re-based); where it differs from the projection (real prices,
    commissions, partial fills) a ``ProjectionDriftEvent`` is journaled and the run goes on.
+   With IB the book is the account's (:meth:`firm.execution.ExecutionEngine.adopt_account`): the warm-up runs
+   on its equity in cash (a flat equity path), and before the first live session the positions in the run's
+   symbols (shares, IB's average cost as cost basis) and the cash as reported enter the book, journaled as an
+   ``AccountSnapshotEvent``; positions in other symbols are reported as outside the run and never traded.
 3. **Stop** after ``live.sessions`` sessions (``--sessions N``) or on Ctrl-C (a session being processed is
    finished first), with the usual summary of the live sessions.
 
@@ -45,6 +49,7 @@ from firm.data.ib_source import IBBars, IBBarSource
 from firm.data.reference import load_reference
 from firm.data.source import COLUMNS
 from firm.data.validate import Quarantined, get_calendar, sort_quarantine, write_quarantine
+from firm.events import AccountSnapshotEvent
 from firm.journal import Journal
 from firm.pipeline import Pipeline, RunResult, journal_batch, make_run_dir, start_ray
 from firm.summary import RunStats
@@ -219,6 +224,17 @@ class _Interrupts:
             signal.signal(signal.SIGINT, self._old)
 
 
+def account_line(ev: AccountSnapshotEvent) -> str:
+    """The start line of a live run on a broker account (account masked)."""
+    held = ", ".join(f"{s} {q:+,}" for s, q in sorted(ev.positions.items())) or "no position"
+    line = f"firm: account {ev.account}: cash {ev.cash:,.2f} {ev.currency}, {held} in the run's symbols; equity {ev.equity:,.2f}"
+    if ev.outside:
+        line += "; outside the run (not traded, not in its book or limits): " + ", ".join(
+            f"{s} {q:+,g}" for s, q in sorted(ev.outside.items())
+        )
+    return line
+
+
 def bar_source(cfg: Config) -> IBBarSource:
     """The run's IB market-data connection (the broker's client id + 1), asking ``live.what_to_show`` bars, on
     the gateway's clock."""
@@ -273,6 +289,14 @@ def run_live(
         pipeline = Pipeline(cfg, symbols, run_dir, switch, config_name=config_name)
         journal = Journal(run_dir / "journal.jsonl")
         journal_batch(journal, warm, ray.get(pipeline.submit(warm, "warmup")))
+        account = ray.get(pipeline.execution.adopt_account.remote(clock.now().to_pydatetime(), capability=pipeline.capability))
+        stats.projection_drifts = 0
+        if account is None:
+            say(f"firm: simulated broker: the book starts from broker.initial_cash {cfg.broker.initial_cash:,.0f}")
+        else:
+            journal.write([account])
+            stats.initial_cash, stats.account = account.equity, account
+            say(account_line(account))
         sessions = 0
         with _Interrupts() as interrupts:
             try:

@@ -53,6 +53,9 @@ class RunStats:
     run_dir: str = ""
     execution: dict = field(default_factory=dict)  # best_execution.json's "overall"
     execution_line: str = ""
+    projection_drifts: int | None = None  # live runs: ProjectionDriftEvents journaled
+    book_var: float | None = None  # 1-day 99% delta-normal VaR of the book at the last session (risk.var.trailing_book)
+    account: object = None  # live runs on a broker account: its AccountSnapshotEvent
 
     @property
     def last_equity(self) -> float:
@@ -112,6 +115,8 @@ class RunStats:
                     t = self.traded.setdefault(o.symbol, {"buys": 0, "sells": 0, "shares": 0})
                     t["buys" if o.side.value == "BUY" else "sells"] += 1
                     t["shares"] += o.quantity
+            if self.projection_drifts is not None:
+                self.projection_drifts += sum(len(row) for row in ex.drift or [])
             for row in ex.fills:
                 for f in row:
                     self.fills += 1
@@ -192,6 +197,9 @@ class RunStats:
             "order_log_sha256": self.order_log_sha256,
             "journal_sha256": self.journal_sha256,
             "run_dir": self.run_dir,
+            **({} if self.projection_drifts is None else {"projection_drifts": self.projection_drifts}),
+            **({} if self.book_var is None else {"book_var_1d_99": round(self.book_var, 2)}),
+            **({} if self.account is None else {"account": self.account.model_dump(mode="json", exclude={"id", "cause_id"})}),
         }
 
     def render(self) -> str:
@@ -225,6 +233,8 @@ class RunStats:
         for ks in d["kill_switch"]:
             lines.append(f"KILL SWITCH      {ks}")
         lines += [
+            *([f"projection drift {d['projection_drifts']:,} session(s) where the broker's book differed from the CIO's projection"]
+              if "projection_drifts" in d else []),  # fmt: skip
             f"orders / fills   {d['orders']:,} / {d['fills']:,}   commissions ${d['commissions']:,.2f}",
             *([f"execution        {self.execution_line}"] if self.execution_line else []),
             "",
@@ -236,13 +246,21 @@ class RunStats:
                 f"{r['symbol']:8s}{r['orders']:>8,}{r['buys']:>6,}{r['sells']:>6,}{r['shares_traded']:>12,}"
                 f"{r['position']:>10,}{r['realized_pnl']:>14,.2f}{r['unrealized_pnl']:>13,.2f}{r['total_pnl']:>14,.2f}"
             )
+        if "account" in d:
+            a = d["account"]
+            lines.append(f"account          {a['account']} at the start: cash {a['cash']:,.2f} {a['currency']}, "
+                         + (", ".join(f"{s} {q:+,}" for s, q in sorted(a["positions"].items())) or "no position"))  # fmt: skip
+            if a["outside"]:
+                lines.append("  outside the run (not traded, not in its book or limits): "
+                             + ", ".join(f"{s} {q:+,g}" for s, q in sorted(a["outside"].items())))  # fmt: skip
         lines += [
             "",
             f"equity           ${d['initial_equity']:,.2f} -> ${d['final_equity']:,.2f}",
             f"return           total {p['total_return']:+.2%}, annualised {p['annual_return']:+.2%} "
             f"(equal-weight buy and hold {d['buy_and_hold_return']:+.2%})",
             f"risk             volatility {p['annual_volatility']:.2%} a year, Sharpe {p['sharpe']:.2f} (rf 0), "
-            f"max drawdown {p['max_drawdown']:.2%}",
+            f"max drawdown {p['max_drawdown']:.2%}"
+            + ("" if "book_var_1d_99" not in d else f", final book VaR ${d['book_var_1d_99']:,.0f} (1 day, 99%)"),
             f"order log        sha256 {d['order_log_sha256']}",
             f"run directory    {d['run_dir']}",
             "=" * 78,

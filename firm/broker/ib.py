@@ -36,6 +36,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from ib_async import IB, ExecutionFilter, MarketOrder, Order, Stock
@@ -192,6 +193,11 @@ class IBBroker(Broker):
         self.orders = OrderMap.from_wal(records)
         book = self._book
         for r in records:
+            if r.get("kind") == "account":  # a live run's starting account (ExecutionEngine.adopt_account)
+                book.cash = float(r["cash"])
+                for symbol, (q, avg) in r["positions"].items():
+                    j = book.symbols.index(symbol)
+                    book.positions[j], book.cost_basis[j] = int(q), q * avg
             if r.get("kind") == "fill" and r.get("order_ref") in self.orders:
                 book._apply(book.symbols.index(r["symbol"]), int(r["quantity"]), float(r["price"]), float(r["commission"]))
         for o in self.orders.working():
@@ -237,6 +243,63 @@ class IBBroker(Broker):
             self._thread.join(10)
             if self.replay is not None:
                 self.replay.close()
+
+    # the account (live runs) ---------------------------------------------------------------------------
+
+    def read_account(self) -> "AccountState":
+        """The account's positions and cash as IB reports them now (positions, account values, portfolio)."""
+        return self._call(self._read_account(), self.cfg.connect_timeout_s + 10)
+
+    async def _read_account(self) -> "AccountState":
+        ib = self.ib
+        await self._until(lambda: self.ready.is_set() and ib.isConnected(), self.cfg.connect_timeout_s)
+        managed = ib.managedAccounts()
+        account = self.ep.account or (managed[0] if len(managed) == 1 else "")
+        if not account:
+            raise ConnectionError(
+                f"IB manages several accounts ({', '.join(mask_account(a) for a in managed)}): set broker.ib.account "
+                "or FIRM_IB_ACCOUNT to the one this run trades"
+            )
+        await asyncio.sleep(self.limiter.reserve_message())
+        positions = await asyncio.wait_for(ib.reqPositionsAsync(), self.cfg.connect_timeout_s)
+        values = {(v.tag, v.currency): v.value for v in ib.accountValues(account) if not v.modelCode}
+        currency = "BASE" if ("TotalCashValue", "BASE") in values else "USD"
+        if ("TotalCashValue", currency) not in values:
+            raise ConnectionError(f"IB reported no TotalCashValue for account {mask_account(account)}")
+        held: dict[str, tuple[float, float]] = {}
+        for p in positions or ib.positions(account):
+            if p.account != account or not p.position:
+                continue
+            c = p.contract
+            key = c.symbol if c.secType == "STK" else f"{c.localSymbol or c.symbol} {c.secType}"
+            held[key] = (float(p.position), float(p.avgCost))
+        marks = {i.contract.symbol: float(i.marketPrice) for i in ib.portfolio(account) if i.contract.secType == "STK"}
+        return AccountState(account, float(values[("TotalCashValue", currency)]), currency, held, marks)
+
+    def fund_from_account(self, state: "AccountState") -> None:
+        """Before the warm-up: the book holds the account's equity in the run's symbols (cash + their positions at
+        IB's market prices) as cash and no position, so the warm-up's equity path is flat and continuous with the
+        account; ``adopt_account`` puts the positions in before the first live session."""
+        m = [state.marks.get(s, math.nan) for s in self._book.symbols]
+        value = sum(q * (m[j] if math.isfinite(m[j]) else avg) for j, (q, avg) in _held(state, self._book.symbols))
+        self._book = Book.new(self._book.symbols, state.cash + value, self._book.costs)
+
+    def adopt_account(self, state: "AccountState") -> Book:
+        """The book becomes the account: cash as reported, the shares and cost basis (IB's average cost) of each
+        position in the run's symbols, marked to the book's last closes (IB's market price where it has none);
+        that equity is the run's first peak. Positions in other symbols stay outside the book."""
+        book = self._book
+        if book.pending or any(book.positions):
+            raise RuntimeError("the account is adopted before the run's first order, on an empty book")
+        book.cash = state.cash
+        for j, (q, avg) in _held(state, book.symbols):
+            book.positions[j] = int(round(q))
+            book.cost_basis[j] = q * avg
+            if not math.isfinite(book.last_close[j]):
+                book.last_close[j] = state.marks.get(book.symbols[j], avg)
+        book.equity = book.cash + sum(book.position_value(j) for j in range(len(book.symbols)))
+        book.peak_equity, book.prev_drawdown = book.equity, 0.0
+        return book.copy()
 
     # introspection (tests, summary) --------------------------------------------------------------------
 
@@ -547,6 +610,26 @@ class IBBroker(Broker):
             if o.state is State.PENDING and not o.sends and not o.perm_id and self.ready.is_set():
                 self._log(f"order {o.order_ref} was held during reconciliation: sending it")
                 await self._send(o)
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """The account as IB reported it: ``account`` is the full id (never printed: ``mask_account``)."""
+
+    account: str
+    cash: float  # TotalCashValue
+    currency: str  # of ``cash``: BASE (the account's base currency) where IB reports it, else USD
+    positions: dict[str, tuple[float, float]]  # symbol (non-stocks: "local symbol SECTYPE") -> (shares, average cost)
+    marks: dict[str, float]  # symbol -> IB's market price (portfolio)
+
+    def split(self, symbols: tuple[str, ...]) -> tuple[dict[str, int], dict[str, float]]:
+        """(positions in ``symbols``, positions outside them)."""
+        inside = {s: int(round(q)) for s, (q, _) in self.positions.items() if s in symbols}
+        return inside, {s: q for s, (q, _) in self.positions.items() if s not in symbols}
+
+
+def _held(state: AccountState, symbols: tuple[str, ...]) -> list[tuple[int, tuple[float, float]]]:
+    return [(symbols.index(s), qa) for s, qa in state.positions.items() if s in symbols]
 
 
 def _order_view(trade) -> IBOrder:

@@ -24,6 +24,8 @@ What it serves, per client connection (one :class:`Session` each, keyed by clien
   filled quantity); openOrder Filled; commissionReport; position (61) to the sessions that called
   reqPositions; updatePortfolio (7), account values and the account time (8) to those that
   subscribed to account updates. Every bar also re-marks the portfolio to those subscribers.
+- an account that may start with positions (``IBSimConfig.positions``, ``firm ibsim --positions``),
+  held at the start session's close as their average cost, reported like any other position.
 
 Scripted faults (the ``fault_*`` and ``send_*`` methods): a socket drop in the middle of an order,
 the 1100/1101/1102 connectivity codes, 2103/2104 farm messages, a fill arriving after a cancel
@@ -107,6 +109,8 @@ class IBSimConfig:
     costs: Costs = field(default_factory=lambda: Costs(slippage_bps=0.0, slippage_noise_bps=0.0))
     pacing: bool = True  # IB's historical-data pacing: no identical request within 15 s, 60 per 10 min
     first_perm_id: int = 1_500_000_001
+    # the account's positions at the start (symbol -> signed shares), held at the start session's close
+    positions: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -242,6 +246,14 @@ class IBSim:
         self._exec_seq = 0
         self.cash = float(self.cfg.cash)
         self.positions: dict[int, list[float]] = {}  # sym -> [quantity, average cost incl. commission]
+        for symbol, qty in self.cfg.positions.items():
+            if symbol not in self.symbols:
+                raise ValueError(f"position in {symbol}: not a symbol of the replay ({', '.join(self.symbols)})")
+            if qty:
+                sym = self.symbols.index(symbol)
+                if not math.isfinite(self.price(sym)):
+                    raise ValueError(f"position in {symbol}: no close of it at or before {self.date}")
+                self.positions[sym] = [float(qty), self.price(sym)]
         self.realized: dict[int, float] = {}
         self.orders: dict[tuple[int, int], SimOrder] = {}
         self.executions: list[SimExecution] = []

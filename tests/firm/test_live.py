@@ -259,3 +259,102 @@ def test_live_feed_refuses_a_replay_clock(capsys):
 
     code = main(["run", "--feed", "ib", "--broker", "ib-paper", "--replay-control", "127.0.0.1:1", "--sessions", "1"])
     assert code == 2 and "replay_control" in capsys.readouterr().err
+
+
+def test_summary_counts_the_projection_drift(live):
+    summary = json.loads((live.result.run_dir / "summary.json").read_text())
+    assert summary["projection_drifts"] == len(live.events("ProjectionDriftEvent")) >= 1
+    assert summary["account"]["positions"] == {} and summary["account"]["cash"] == 1_000_000  # the fake starts flat
+
+
+# -- a live run on an account that already holds positions ------------------------------------------------------
+
+HELD = {"AAPL": 300, "MSFT": -400, "IBM": 200}  # the run's symbols
+OUTSIDE = {"GOOG": 25}  # a position in a symbol the run does not trade
+ACCOUNT_CASH = 600_000.0
+
+
+@pytest.fixture(scope="module")
+def held(ray_local, tmp_path_factory):
+    """Two live sessions on a fake account that starts with positions (three in the run's symbols, one outside)
+    and 600,000 of cash; full fills."""
+    from firm.live import run_live
+
+    out = tmp_path_factory.mktemp("held")
+    vc = VirtualClock()
+    sim = IBSim(load_replay((*SYMBOLS, *OUTSIDE)), START, IBSimConfig(cash=ACCOUNT_CASH, positions={**HELD, **OUTSIDE}))
+    sim.clock = vc
+    gw = BackgroundGateway(sim, control=False)
+    start = {s: gw.call(sim.position_of, s) for s in (*SYMBOLS, *OUTSIDE)}
+    prices = {s: gw.call(sim.price, sim.symbols.index(s)) for s in (*SYMBOLS, *OUTSIDE)}
+    others = {f"agents.{a}.enabled": False for a in load_config(ROOT / "configs" / "default.yaml").agents if a not in AGENTS}
+    cfg = load_config(
+        ROOT / "configs" / "default.yaml",
+        {"run.output_dir": str(out), "data.symbols": list(SYMBOLS), "broker.kind": "ib-paper",
+         "broker.ib.port": sim.port, "broker.ib.orders_per_minute": 10_000, "broker.ib.min_order_spacing_s": 0.0,
+         "broker.ib.fill_timeout_s": 20, "broker.slippage_bps": 0.0, "broker.slippage_noise_bps": 0.0,
+         "live.feed": "ib", "live.sessions": 2, **others},
+    )  # fmt: skip
+    market = FakeMarket(gw, out)
+    ep = endpoint(cfg.broker.ib, "ib-paper", env={})
+    source = IBBarSource(SYMBOLS, cfg.broker.ib, ep, what_to_show="ADJUSTED_LAST", clock=vc, sleep=vc.sleep, now=market.now)
+    try:
+        result = run_live(cfg, clock=market, source=source, progress=False)
+        end = {s: gw.call(sim.position_of, s) for s in (*SYMBOLS, *OUTSIDE)}
+        yield Live(result, source, gw, read_jsonl(result.run_dir / "journal.jsonl"), {}), start, prices, end, gw.call(lambda: sim.cash)
+    finally:
+        source.close()
+        gw.stop()
+
+
+def test_the_live_book_starts_from_the_account(held):
+    run, start, prices, _, _ = held
+    assert start == {**HELD, **OUTSIDE}
+    (snap,) = run.events("AccountSnapshotEvent")
+    assert snap["account"] == "DU****567" and snap["currency"] == "USD"
+    assert snap["cash"] == ACCOUNT_CASH and snap["positions"] == HELD and snap["outside"] == OUTSIDE
+    assert snap["average_cost"] == pytest.approx({s: prices[s] for s in HELD}, abs=1e-9)  # the fake holds them at cost
+    equity = ACCOUNT_CASH + sum(q * prices[s] for s, q in HELD.items())  # GOOG is outside the book's equity
+    assert snap["equity"] == pytest.approx(equity, abs=1e-6)
+    # journaled after the warm-up and before the first decision
+    kinds = [e["type"] for e in run.journal]
+    at = kinds.index("AccountSnapshotEvent")
+    assert "DecisionEvent" not in kinds[:at] and "MarketDataEvent" in kinds[:at]
+    assert at < kinds.index("DecisionEvent")
+    # the first live session is decided on the account's positions: a resize of what is held, not an opening
+    first = [e for e in run.events("DecisionEvent") if e["id"].endswith(stamp(LIVE[0]))]
+    assert first and all(e["current_position"] == HELD[e["symbol"]] for e in first)
+    assert not any(e["reason"].startswith("open") for e in first)  # on a flat book each would be an opening
+    summary = json.loads((run.result.run_dir / "summary.json").read_text())
+    assert summary["initial_equity"] == pytest.approx(equity, abs=1e-6)
+    assert summary["account"]["outside"] == OUTSIDE and summary["projection_drifts"] == len(run.events("ProjectionDriftEvent"))
+
+
+def test_the_accounts_final_positions_are_the_start_plus_the_runs_fills(held):
+    run, start, _, end, cash = held
+    fills = run.events("FillEvent")
+    assert fills, "the run traded nothing"
+    moved = {s: sum(f["quantity"] * (1 if f["side"] == "BUY" else -1) for f in fills if f["symbol"] == s) for s in start}
+    assert end == {s: start[s] + moved[s] for s in start}
+    assert end["GOOG"] == OUTSIDE["GOOG"]  # never traded
+    book = run.result.stats.final_book  # the run's book is the account's, in the run's symbols
+    assert dict(zip(book.symbols, book.positions)) == {s: end[s] for s in SYMBOLS}
+    assert book.cash == pytest.approx(cash, abs=1e-6)
+
+
+def test_the_start_line_masks_the_account_and_names_what_is_outside(held):
+    from firm.events import parse_event
+    from firm.live import account_line
+
+    (snap,) = held[0].events("AccountSnapshotEvent")
+    line = account_line(parse_event(snap))
+    assert "DU****567" in line and "DU1234567" not in line
+    assert "cash 600,000.00 USD" in line and "AAPL +300" in line and "MSFT -400" in line
+    assert line.endswith("outside the run (not traded, not in its book or limits): GOOG +25")
+
+
+def test_ibsim_positions_option_refuses_what_is_not_symbol_equals_shares(capsys):
+    from firm.cli import main
+
+    assert main(["ibsim", "--port", "0", "--positions", "AAPL=1.5"]) == 2
+    assert "--positions: 'AAPL=1.5' is not SYMBOL=SHARES" in capsys.readouterr().err
