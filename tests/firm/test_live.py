@@ -358,3 +358,25 @@ def test_ibsim_positions_option_refuses_what_is_not_symbol_equals_shares(capsys)
 
     assert main(["ibsim", "--port", "0", "--positions", "AAPL=1.5"]) == 2
     assert "--positions: 'AAPL=1.5' is not SYMBOL=SHARES" in capsys.readouterr().err
+
+
+def test_a_restarted_execution_actor_starts_from_the_account_in_its_wal():
+    from firm.broker.ib import IBBroker
+
+    cfg = IBConfig(port=1)
+    broker = IBBroker(SYMBOLS, 1_000_000.0, Costs(), cfg, endpoint(cfg, "ib-paper", env={}), connect=False)
+    try:
+        broker.restore([
+            {"kind": "account", "ts": "2012-06-01T20:01:00+00:00", "cash": 600_000.0, "currency": "USD",
+             "positions": {"AAPL": [300, 72.0], "MSFT": [-400, 25.0]}},
+            {"kind": "order", "order_ref": "firm-AAPL-x", "decision_id": "dec:AAPL:x", "ts": "2012-06-04T20:00:00+00:00",
+             "symbol": "AAPL", "side": "SELL", "quantity": 100, "type": "MKT"},
+            {"kind": "fill", "order_ref": "firm-AAPL-x", "ts": "2012-06-05T13:30:00+00:00", "symbol": "AAPL",
+             "quantity": -100, "price": "80.0000", "commission": "1.00"},
+        ])  # fmt: skip
+        book = broker.book
+        assert book.positions == [200, -400, 0]
+        assert book.cash == pytest.approx(600_000 + 100 * 80 - 1, abs=1e-9)
+        assert book.cost_basis[:2] == pytest.approx([200 * 72.0, -400 * 25.0]) and book.realized[0] == pytest.approx(799.0)
+    finally:
+        broker.close()
