@@ -4,8 +4,9 @@ Every name starts with ``firm_``; Ray exports them with its ``ray_`` prefix (``r
 node's metrics export port, beside Ray's own. The driver records a run's metrics once per committed batch
 (:class:`RunMetrics`), from the figures the run summary is built from, so their values equal the summary's.
 Each series carries the run (its run directory's name) and the config's name; late signals also carry the
-agent and whether it was late or failed, rejections the validator and the rule. VaR is not computed during
-a run: ``firm stress`` sets ``firm_var_dollars`` from the 1-day 99% delta-normal VaR it computes.
+agent and whether it was late or failed, rejections the validator and the rule. ``firm_book_var_dollars`` is
+the run's book at its last committed session, 1-day 99% delta-normal VaR over the 250 sessions before
+(:func:`risk.var.trailing_book`); ``firm stress`` sets ``firm_var_dollars`` from the VaR of the book it stresses.
 
 A gauge lives as long as the process that set it (the driver of a run, or of ``firm stress``); counters and
 histograms stay on the endpoint after it exits.
@@ -40,6 +41,7 @@ class Metrics:
     fills: Counter
     equity: Gauge
     drawdown: Gauge
+    book_var: Gauge
     var: Gauge
 
 
@@ -70,6 +72,12 @@ def metrics() -> Metrics:
         fills=Counter("firm_fills_total", "Fills received from the broker.", RUN_TAGS),
         equity=Gauge("firm_equity_dollars", "Equity of the book at the last committed session.", RUN_TAGS),
         drawdown=Gauge("firm_drawdown", "Drawdown from peak equity at the last committed session (0.05 = 5%).", RUN_TAGS),
+        book_var=Gauge(
+            "firm_book_var_dollars",
+            "1-day 99% delta-normal VaR of the run's book at the last committed session, positive dollars "
+            "(returns of the 250 sessions before).",
+            RUN_TAGS,
+        ),
         var=Gauge(
             "firm_var_dollars",
             "Value at risk of the stressed book, positive dollars (firm stress: 1-day 99% delta-normal).",
@@ -89,9 +97,11 @@ class RunMetrics:
         self.seen_equity = 0
         self.seen_rejections: Tally = Tally()
 
-    def record(self, stats: RunStats, result: BatchResult) -> None:
-        """Add what ``stats.add(bars, result)`` just counted; set the equity and drawdown gauges."""
+    def record(self, stats: RunStats, result: BatchResult, book_var: float | None = None) -> None:
+        """Add what ``stats.add(bars, result)`` just counted; set the equity, drawdown and book VaR gauges."""
         m, tags = self.m, self.tags
+        if book_var is not None:
+            m.book_var.set(float(book_var), tags)
         self._inc(m.bars, stats.bars - self.seen_bars)
         self._inc(m.sessions, stats.rows - self.seen_rows)
         self._inc(m.decisions, stats.decisions - self.seen_decisions)

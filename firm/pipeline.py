@@ -26,6 +26,7 @@ from firm.journal import Journal
 from firm.kill_switch import KillSwitchState
 from firm.metrics import RunMetrics
 from firm.summary import RunStats
+from risk.var import trailing_book
 
 ACTOR_READY_TIMEOUT_S = 120
 
@@ -252,6 +253,15 @@ def journal_batch(journal: Journal, bars: Bars, result: BatchResult) -> None:
         journal.write(after)
 
 
+def book_var(stats: RunStats, data: MarketData, bars: Bars) -> float | None:
+    """1-day 99% delta-normal VaR of the run's book at the end of ``bars`` (risk.var.trailing_book)."""
+    book = stats.final_book
+    if book is None:
+        return None
+    stats.book_var = trailing_book(book.positions, data.panel.close, bars.offset + len(bars)).var
+    return stats.book_var
+
+
 def _stages(vd: ValidatedDecisionEvent) -> list[ValidatedDecisionEvent]:
     """The event each validator emitted: risk's (one verdict), then compliance's (both)."""
     if len(vd.verdicts) == 1:
@@ -329,7 +339,7 @@ def run(
             latencies.append(time.perf_counter() - submitted)
             journal_batch(journal, bars, result)
             stats.add(bars, result)
-            run_metrics.record(stats, result)
+            run_metrics.record(stats, result, book_var(stats, data, bars))
             rows_done += len(bars)
             if on_batch:
                 on_batch(bars, result)

@@ -136,6 +136,25 @@ def delta_normal(values, mu, cov, alpha: float = 0.99, horizon: float = 1.0) -> 
     return Risk(-mean + sd * z, -mean + sd * float(stats.norm.pdf(z)) / (1.0 - alpha))
 
 
+def trailing_book(positions, closes: np.ndarray, stop: int, window: int = 250, alpha: float = 0.99) -> Risk:
+    """1-day delta-normal VaR and ES of ``positions`` (shares) held at row ``stop - 1`` of a (T, N) close
+    matrix, from the daily returns of at most ``window`` rows before ``stop`` (rows with a NaN dropped).
+    A symbol is valued at its last close; a book with no position, or fewer than 2 returns, risks nothing."""
+    c = np.asarray(closes, dtype=np.float64)[max(0, stop - window - 1) : stop]
+    q = np.asarray(positions, dtype=np.float64)
+    last = np.full(q.shape, np.nan)
+    for j in range(q.size):
+        seen = np.flatnonzero(~np.isnan(c[:, j]))
+        if seen.size:
+            last[j] = c[seen[-1], j]
+    values = np.where(q != 0.0, q * last, 0.0)
+    returns = simple_returns(c)
+    if not values.any() or np.isnan(values).any() or len(returns) < 2:
+        return Risk(0.0, 0.0)
+    mu, cov = moments(returns)
+    return delta_normal(values, mu, cov, alpha)
+
+
 def cornish_fisher_quantile(z: float, skew: float, excess_kurtosis: float) -> float:
     """The Cornish-Fisher modified standard quantile: z + (z^2-1)S/6 + (z^3-3z)K/24 - (2z^3-5z)S^2/36."""
     s, k = skew, excess_kurtosis

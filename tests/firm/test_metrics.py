@@ -163,6 +163,7 @@ def expectations(run_dir: Path, summary: dict, stress_dir: Path) -> dict:
         "late": dict(summary["late_by_agent"]),
         "equity": round(float(equity[-1]), 2),
         "drawdown": round(1.0 - float(equity[-1]) / peak, 9),
+        "book_var": summary["book_var_1d_99"],
         "var": {
             "unstressed": round(vol_x2["details"]["var_unstressed"], 2),
             "vol_x2": round(vol_x2["details"]["var_stressed"], 2),
@@ -191,6 +192,7 @@ def observed(samples, run: str, expected: dict) -> dict:
         "late": {a: int(n) for (a,), n in totals(samples, "ray_firm_late_signals_total", run, ("agent",)).items()},
         "equity": round(next(iter(equity.values()), float("nan")), 2),
         "drawdown": round(next(iter(drawdown.values()), float("nan")), 9),
+        "book_var": round(next(iter(totals(samples, "ray_firm_book_var_dollars", run).values()), float("nan")), 2),
         "var": {s: round(v, 2) for (book, s), v in var.items() if book == run},
     }
 

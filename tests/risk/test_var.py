@@ -255,3 +255,23 @@ def test_var_actor_wraps_the_pure_functions(ray_local, returns, book):
         assert got == V.monte_carlo(book, mu, cov, n_paths=200_000, seed=9, dist="t", nu=6.0)._asdict()
     finally:
         ray.kill(actor)
+
+
+def test_trailing_book_var_is_the_delta_normal_of_the_last_250_sessions(close):
+    """The run's book VaR (the firm_book_var_dollars gauge): recomputed with pandas on the same window."""
+    import pandas as pd
+
+    positions = np.array([300, -200, 150, 0, 10, -5][: close.shape[1]], dtype=np.float64)
+    stop = 1500
+    got = V.trailing_book(positions, close, stop)
+    frame = pd.DataFrame(close[stop - 251 : stop])
+    r = frame.pct_change().iloc[1:].dropna()
+    values = positions * frame.ffill().iloc[-1].to_numpy()
+    mean, sd = float(values @ r.mean().to_numpy()), math.sqrt(float(values @ r.cov().to_numpy() @ values))
+    z = stats.norm.ppf(0.99)
+    assert got.var == pytest.approx(-mean + z * sd, rel=1e-10)
+    assert got.es == pytest.approx(-mean + sd * stats.norm.pdf(z) / 0.01, rel=1e-10)
+    later = close.copy()
+    later[stop:] *= 3.0  # what happens after the book's session does not move its VaR
+    assert V.trailing_book(positions, later, stop) == got
+    assert V.trailing_book(np.zeros_like(positions), close, stop) == (0.0, 0.0)
