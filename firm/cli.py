@@ -474,7 +474,8 @@ def cmd_ibsim(args: argparse.Namespace) -> int:
             port = control.sockets[0].getsockname()[1]
             say(f"replay clock on {args.host}:{port}: firm run --broker ib-paper --replay-control {args.host}:{port}")
         say(
-            f"replaying {', '.join(symbols)} from {sim.date} ({len(sim.dates) - sim.bar - 1:,} sessions ahead), "
+            f"replaying {', '.join(sim.symbols)} from {sim.date} ({len(sim.dates) - sim.bar - 1:,} sessions ahead), "
+            + (f"the account holding {', '.join(f'{s} {q:+,g}' for s, q in positions.items())}, " if positions else "")
             + (f"one bar every {args.bar_interval:g} s" if args.bar_interval else "clock stopped (--bar-interval 0)")
             + f"; connect with IB().connect('{args.host}', {sim.port}, clientId=1). Ctrl-C stops."
         )
