@@ -135,8 +135,6 @@ class Pipeline:
         bars_ref = ray.put(bars)
         self.archive.add.remote(bars.offset, [bars_ref])
         signal_refs = [agent.on_bars.remote(bars_ref) for agent in self.agents]
-        if mode == "replay":
-            return self.cio.run_batch.remote(bars_ref, self.agent_names, signal_refs, capability=self.capability)
         return self.cio.run_batch.remote(bars_ref, self.agent_names, signal_refs, mode, capability=self.capability)
 
     def shutdown(self) -> None:
@@ -256,10 +254,7 @@ def journal_batch(journal: Journal, bars: Bars, result: BatchResult) -> None:
 def book_var(stats: RunStats, data: MarketData, bars: Bars) -> float | None:
     """1-day 99% delta-normal VaR of the run's book at the end of ``bars`` (risk.var.trailing_book)."""
     book = stats.final_book
-    if book is None:
-        return None
-    stats.book_var = trailing_book(book.positions, data.panel.close, bars.offset + len(bars)).var
-    return stats.book_var
+    return None if book is None else trailing_book(book.positions, data.panel.close, bars.offset + len(bars)).var
 
 
 def _stages(vd: ValidatedDecisionEvent) -> list[ValidatedDecisionEvent]:
@@ -339,7 +334,8 @@ def run(
             latencies.append(time.perf_counter() - submitted)
             journal_batch(journal, bars, result)
             stats.add(bars, result)
-            run_metrics.record(stats, result, book_var(stats, data, bars))
+            stats.book_var = book_var(stats, data, bars)
+            run_metrics.record(stats, result, stats.book_var)
             rows_done += len(bars)
             if on_batch:
                 on_batch(bars, result)

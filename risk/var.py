@@ -142,8 +142,8 @@ def trailing_book(positions, closes: np.ndarray, stop: int, window: int = 250, a
     A symbol is valued at its last close; a book with no position, or fewer than 2 returns, risks nothing."""
     c = np.asarray(closes, dtype=np.float64)[max(0, stop - window - 1) : stop]
     q = np.asarray(positions, dtype=np.float64)
-    last = np.full(q.shape, np.nan)
-    for j in range(q.size):
+    last = c[-1].copy() if len(c) else np.full(q.shape, np.nan)
+    for j in np.flatnonzero(np.isnan(last)):  # a symbol with no bar in the last row: its last close before
         seen = np.flatnonzero(~np.isnan(c[:, j]))
         if seen.size:
             last[j] = c[seen[-1], j]

@@ -104,6 +104,18 @@ class Live:
         return [e for e in self.journal if e["type"] == kind]
 
 
+def live_config(out, port: int, sessions: int):
+    """The default config with AGENTS alone, live on the fake at ``port`` for ``sessions`` sessions, no rate limits."""
+    others = {f"agents.{a}.enabled": False for a in load_config(ROOT / "configs" / "default.yaml").agents if a not in AGENTS}
+    return load_config(
+        ROOT / "configs" / "default.yaml",
+        {"run.output_dir": str(out), "data.symbols": list(SYMBOLS), "broker.kind": "ib-paper",
+         "broker.ib.port": port, "broker.ib.orders_per_minute": 10_000, "broker.ib.min_order_spacing_s": 0.0,
+         "broker.ib.fill_timeout_s": 20, "broker.slippage_bps": 0.0, "broker.slippage_noise_bps": 0.0,
+         "live.feed": "ib", "live.sessions": sessions, **others},
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def live(ray_local, tmp_path_factory):
     from firm.live import run_live
@@ -113,14 +125,7 @@ def live(ray_local, tmp_path_factory):
     sim = IBSim(with_bad_bar(), START, IBSimConfig(fill_share=FILL_SHARE))
     sim.clock = vc
     gw = BackgroundGateway(sim, control=False)
-    others = {f"agents.{a}.enabled": False for a in load_config(ROOT / "configs" / "default.yaml").agents if a not in AGENTS}
-    cfg = load_config(
-        ROOT / "configs" / "default.yaml",
-        {"run.output_dir": str(out), "data.symbols": list(SYMBOLS), "broker.kind": "ib-paper",
-         "broker.ib.port": sim.port, "broker.ib.orders_per_minute": 10_000, "broker.ib.min_order_spacing_s": 0.0,
-         "broker.ib.fill_timeout_s": 20, "broker.slippage_bps": 0.0, "broker.slippage_noise_bps": 0.0,
-         "live.feed": "ib", "live.sessions": len(LIVE), **others},
-    )  # fmt: skip
+    cfg = live_config(out, sim.port, len(LIVE))
     market = FakeMarket(gw, out)
     ep = endpoint(cfg.broker.ib, "ib-paper", env={})
     source = IBBarSource(SYMBOLS, cfg.broker.ib, ep, what_to_show="ADJUSTED_LAST", clock=vc, sleep=vc.sleep, now=market.now)
@@ -287,14 +292,7 @@ def held(ray_local, tmp_path_factory):
     gw = BackgroundGateway(sim, control=False)
     start = {s: gw.call(sim.position_of, s) for s in (*SYMBOLS, *OUTSIDE)}
     prices = {s: gw.call(sim.price, sim.symbols.index(s)) for s in (*SYMBOLS, *OUTSIDE)}
-    others = {f"agents.{a}.enabled": False for a in load_config(ROOT / "configs" / "default.yaml").agents if a not in AGENTS}
-    cfg = load_config(
-        ROOT / "configs" / "default.yaml",
-        {"run.output_dir": str(out), "data.symbols": list(SYMBOLS), "broker.kind": "ib-paper",
-         "broker.ib.port": sim.port, "broker.ib.orders_per_minute": 10_000, "broker.ib.min_order_spacing_s": 0.0,
-         "broker.ib.fill_timeout_s": 20, "broker.slippage_bps": 0.0, "broker.slippage_noise_bps": 0.0,
-         "live.feed": "ib", "live.sessions": 2, **others},
-    )  # fmt: skip
+    cfg = live_config(out, sim.port, 2)
     market = FakeMarket(gw, out)
     ep = endpoint(cfg.broker.ib, "ib-paper", env={})
     source = IBBarSource(SYMBOLS, cfg.broker.ib, ep, what_to_show="ADJUSTED_LAST", clock=vc, sleep=vc.sleep, now=market.now)
