@@ -128,7 +128,20 @@ class Pipeline:
             cfg.cio, weights, symbols, self.risk, self.compliance, self.execution, cfg.risk.drawdown_tiers,
             (cfg.risk.max_gross_exposure, cfg.risk.max_net_exposure), capability=self.capability, run_info=run_info,
         )
-        ray.get([a.ready.remote() for a in self.agents], timeout=ACTOR_READY_TIMEOUT_S)
+        try:
+            ray.get([a.ready.remote() for a in self.agents], timeout=ACTOR_READY_TIMEOUT_S)
+        except BaseException:
+            self._abandon()  # a detached CIO left behind would refuse every later run in this namespace
+            raise
+
+    def _abandon(self) -> None:
+        """Remove every actor of a pipeline that never started, the detached CIO included."""
+        cap.release(self.capability_key)
+        for actor in (self.cio, *self.agents, self.risk, self.compliance, self.execution, self.archive):
+            ray.kill(actor)
+        _wait_names_released(
+            [self.cfg.cio.name, "risk", "compliance", "execution", *(f"agent:{n}" for n in self.agent_names)]
+        )
 
     def submit(self, bars: Bars, mode: str = "replay") -> ray.ObjectRef:
         """One batch through agents -> CIO -> risk -> compliance -> execution (``mode``: CIOActor.run_batch)."""

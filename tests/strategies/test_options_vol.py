@@ -7,6 +7,7 @@ The contract every strategy honours (ranges, prefix stability, no look-ahead, ga
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -99,12 +100,11 @@ def test_garch_recursion_is_archs_with_the_fitted_params(request, symbol: str, s
 @pytest.mark.parametrize("column", [0, 1, 2, 3])
 def test_garch_fit_reaches_archs_maximum_likelihood(panel: Panel, column: int) -> None:
     """On every 2-year window (one every 126 sessions) of the real returns, arch's own likelihood of our
-    estimates is at least arch's maximum less 2e-3 (log-likelihood units, over 504 returns), and the
-    optimiser flags agree. SLSQP stops within ftol = 1e-6 of a flat optimum, so two runs of it whose
-    objective differs in the last bits (numpy's pairwise sum vs a loop) stop at slightly different points:
-    the estimates agree to 1e-3 (relative, alpha and beta; 2e-3 for omega) on at least 80% of the windows,
-    and where they differ more, ours has the higher likelihood or one within 2e-3 of arch's. Where arch's
-    SLSQP reports success, ours does too (where arch's fails, ours may succeed)."""
+    estimates is at least arch's maximum less 1e-6 wherever arch's estimates are feasible (alpha + beta <= 1),
+    and less 2e-3 where arch's SLSQP stopped slightly outside the constraint (it tolerates alpha + beta up to
+    1 + 5e-7 on these windows, and gains up to 2.4e-4 of likelihood there). SLSQP stops within ftol = 1e-6
+    of a flat optimum, so the estimates agree to 1e-3 (relative, alpha and beta; 2e-3 for omega) on at
+    least 80% of the windows. Where arch's SLSQP reports success, our gradient test is met too."""
     close = panel.close[:, column]
     e = log_returns(close[~np.isnan(close)]) * 100.0
     starts = range(1, e.size - 504, 126)
@@ -114,29 +114,61 @@ def test_garch_fit_reaches_archs_maximum_likelihood(panel: Panel, column: int) -
         fit, res = fit_garch(y), _arch(y)
         assert fit is not None and (fit.converged or res.convergence_flag != 0), s
         ours = arch_model(y, vol="GARCH", p=1, q=1, mean="Zero").fix([fit.omega, fit.alpha, fit.beta])
-        assert ours.loglikelihood >= res.loglikelihood - 2e-3, s
         theirs = res.params[["omega", "alpha[1]", "beta[1]"]].to_numpy()
+        feasible = theirs[1] + theirs[2] <= 1.0 and theirs[1] >= 0.0 and theirs[2] >= 0.0
+        assert ours.loglikelihood >= res.loglikelihood - (1e-6 if feasible else 2e-3), s
+        assert fit.alpha >= 0.0 and fit.beta >= 0.0 and fit.alpha + fit.beta <= 1.0, s
         mine = np.array([fit.omega, fit.alpha, fit.beta])
         close_params += bool(np.all(np.abs(mine - theirs) <= np.array([2e-3, 1e-3, 1e-3]) * np.abs(theirs) + 1e-6))
     assert close_params >= 0.8 * len(starts), (close_params, len(starts))
 
 
+def test_garch_fit_is_the_same_bits_whatever_blas_kernels_the_cpu_selects(aapl) -> None:
+    """The fit is a numba loop in a fixed order (no BLAS, no numpy SIMD reduction): the same window fitted
+    in a fresh process under OpenBLAS's SSE3 baseline kernels (Prescott) and under this CPU's own gives the
+    same bits. (Under arch's SLSQP these differed: a 3e-3 likelihood gap and a different order log.)"""
+    import subprocess
+    import sys
+
+    y = log_returns(aapl["close"])[1:505] * 100.0
+    code = (
+        "import sys, numpy as np; from strategies.options_vol import fit_garch; "
+        "y = np.frombuffer(bytes.fromhex(sys.stdin.read()), dtype=np.float64); f = fit_garch(y); "
+        "print(np.array([f.omega, f.alpha, f.beta]).tobytes().hex(), f.converged)"
+    )
+    outs = []
+    for coretype in (None, "Prescott"):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        if coretype:
+            env["OPENBLAS_CORETYPE"] = coretype
+        done = subprocess.run(
+            [sys.executable, "-c", code], input=y.tobytes().hex(), env=env, capture_output=True, text=True,
+            timeout=300, check=True,
+        )
+        outs.append(done.stdout.split())
+    fit = fit_garch(y)
+    assert outs[0] == outs[1] == [np.array([fit.omega, fit.alpha, fit.beta]).tobytes().hex(), str(fit.converged)]
+
+
 def test_garch_vol_between_refits_is_arch_forecast_with_the_fitted_params(panel: Panel) -> None:
     """From the fit at refit row r, the published forecast at r <= t < next refit is arch's one-step forecast
-    with those params over the returns r - train_window .. t (same backcast: the same first 75 returns)."""
+    with the fit's params over the returns r - train_window .. t (same backcast: the same first 75 returns),
+    to 1e-10; the params are arch's own estimates on that window to 2e-3 (relative)."""
     p = _sub(panel, slice(0, 400), [3])
     strategy = OptionsVol(SMALL)
     advice = strategy.compute(p)
     e = log_returns(p.close[:, 0]) * 100.0
     w = strategy.params.train_window
+    r_ = advice.rationale
     for r in (151, 221, 391):
-        params = _arch(e[r - w : r]).params.to_numpy()
+        params = np.array([r_["omega"][r, 0], r_["alpha"][r, 0], r_["beta"][r, 0]])
+        np.testing.assert_allclose(params, _arch(e[r - w : r]).params.to_numpy(), rtol=2e-3, atol=1e-6)
         for t in (r, r + 4, min(r + 9, len(p) - 1)):
             model = arch_model(e[r - w : t + 1], vol="GARCH", p=1, q=1, mean="Zero")
             variance = model.forecast(params=params, horizon=1).variance.iloc[-1, 0]
             expected = math.sqrt(variance) / 100 * math.sqrt(252)
-            np.testing.assert_allclose(advice.rationale["garch_vol"][t, 0], expected, rtol=1e-6)
-            np.testing.assert_allclose(advice.rationale["omega"][t, 0], params[0], rtol=1e-6)
+            np.testing.assert_allclose(r_["garch_vol"][t, 0], expected, rtol=1e-10)
+            np.testing.assert_array_equal([r_["omega"][t, 0], r_["alpha"][t, 0], r_["beta"][t, 0]], params)
 
 
 def test_realised_vol_is_pandas_rolling_std(aapl: dict[str, np.ndarray]) -> None:
@@ -230,9 +262,11 @@ def test_strength_and_confidence_follow_the_documented_rule(full: tuple[OptionsV
     assert (advice.confidence[~speaking] == 0).all()
 
     # stability: the ratio of the long-run variances omega / (1 - alpha - beta) of consecutive fits, 0 when
-    # either fit is not stationary (it happens: a fit on the constraint alpha + beta = 1 gets no confidence)
+    # either fit is not stationary (it happens: a fit on the constraint alpha + beta = 1 gets no confidence;
+    # the projected Newton lands exactly on it where the constrained maximum is there, 11.5% of the rows here,
+    # where SLSQP stopped at 1 - 1e-7 or 1 + 5e-7 depending on the CPU's BLAS kernels)
     persistence = r["alpha"] + r["beta"]
-    assert (persistence[speaking] >= 1.0).any() and (persistence[speaking] < 1.0).mean() > 0.9
+    assert (persistence[speaking] >= 1.0).any() and (persistence[speaking] < 1.0).mean() > 0.85
     refits = strategy.walk_forward.refit_rows(len(advice.strength), 1)
     for j in range(advice.strength.shape[1]):
         assert r["stability"][refits[0], j] == 0.5
